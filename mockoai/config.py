@@ -1,0 +1,434 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The one typed settings object, and the only code that builds it.
+
+Every setting is declared once in L{FIELDS}; that declaration drives the
+command line (``--name-with-dashes``), the environment (``MOCKOAI_NAME``) and
+profile files (``name = ...`` in TOML), so the three can never drift apart.
+Precedence, lowest to highest: defaults, profile file, environment, command
+line.  Every value is validated here, at startup, and a bad one stops the
+process with a single line naming the option and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - PyPy 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "MOCKOAI_"
+
+CHAT = "chat"
+COMPLETIONS = "completions"
+ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS})
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is one line naming it."""
+
+
+@attrs.frozen
+class ModelSpec:
+    """
+    One served model.  ``endpoints`` says which of chat/completions accept it,
+    the way OpenAI refuses a chat model on the legacy completions endpoint.
+    """
+
+    id: str
+    owned_by: str = "mockoai"
+    created: int = 1700000000
+    endpoints: frozenset[str] = ENDPOINT_KINDS
+
+
+_CHAT_ONLY = frozenset({CHAT})
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("gpt-4o", "system", 1715367049, _CHAT_ONLY),
+    ModelSpec("gpt-4o-mini", "system", 1721172741, _CHAT_ONLY),
+    ModelSpec("gpt-4.1", "system", 1744316542, _CHAT_ONLY),
+    ModelSpec("gpt-4.1-mini", "system", 1744318173, _CHAT_ONLY),
+    ModelSpec("gpt-4.1-nano", "system", 1744321707, _CHAT_ONLY),
+    ModelSpec("o4-mini", "system", 1744225351, _CHAT_ONLY),
+    ModelSpec("gpt-5", "system", 1754425777, _CHAT_ONLY),
+    ModelSpec("gpt-5-mini", "system", 1754425928, _CHAT_ONLY),
+    ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, frozenset({COMPLETIONS})),
+)
+
+
+@attrs.frozen
+class Settings:
+    """Everything the server needs to know, already validated."""
+
+    listen: tuple[str, ...] = ("tcp:3000",)
+    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
+    any_model: bool = False
+    tokens_mean: float = 256.0
+    tokens_stddev: float = 64.0
+    max_output_tokens: int = 4096
+    stream_tokens: tuple[int, int] = (1, 1)
+    response_delay: float = 0.0  # seconds (configured in ms)
+    itl: float = 0.0  # seconds (configured in ms)
+    max_body_size: int = 16 * 1024 * 1024
+    grace_period: float = 10.0
+    idle_timeout: float = 60.0
+    articles: int = 4096
+    corpus_seed: int = 0
+    access_log: bool = False
+    system_fingerprint: str = "fp_6d6f636b6f"
+    config: str | None = None
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        return None
+
+
+# --- value parsers: each takes a CLI/env string or a native TOML value ---
+
+
+def _number(low: float, high: float = float("inf")) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if not (low <= number <= high) or number != number:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {number:g}")
+        return number
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, (bool, float)):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        try:
+            number = int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _milliseconds(value: object) -> float:
+    return _number(0.0, 3_600_000.0)(value) / 1000.0
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(value: object) -> int:
+    """Bytes, with an optional binary suffix: ``16M``, ``16MiB``, ``512k``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise ValueError(f"expected a size like 16MiB, got {value!r}")
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"expected a size like 16MiB, got {value!r}")
+    unit = (match.group(2) or "").lower()[:1]
+    size = int(match.group(1)) * _SIZE_UNITS[unit]
+    if not 1024 <= size <= 1024**3:
+        raise ValueError(f"must be between 1KiB and 1GiB, got {size} bytes")
+    return size
+
+
+def _range(value: object) -> tuple[int, int]:
+    """``"1-4"`` or ``"2"`` (TOML may also give ``[1, 4]`` or ``2``)."""
+    if isinstance(value, list) and len(value) == 2:
+        parts = [str(v) for v in value]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = [str(value)]
+    elif isinstance(value, str):
+        parts = value.split("-")
+    else:
+        raise ValueError(f"expected a range like 1-4, got {value!r}")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"expected a range like 1-4, got {value!r}")
+    low, high = int(parts[0]), int(parts[1])
+    if not 1 <= low <= high <= 1024:
+        raise ValueError(f"expected 1 <= low <= high <= 1024, got {value!r}")
+    return (low, high)
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A list: comma-separated in a string (env), or a TOML array."""
+    if isinstance(value, str):
+        items: list[object] = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError(f"expected a list, got {value!r}")
+    if not items or not all(isinstance(i, str) and i for i in items):
+        raise ValueError(f"expected a non-empty list of non-empty strings, got {value!r}")
+    return tuple(str(i) for i in items)
+
+
+def _model(value: object) -> ModelSpec:
+    if isinstance(value, str):
+        if not value or len(value) > 256 or any(c.isspace() for c in value):
+            raise ValueError(f"invalid model id {value!r}")
+        owner = value.split("/", 1)[0] if "/" in value else "mockoai"
+        return ModelSpec(value, owned_by=owner)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"id", "owned_by", "created", "endpoints"}
+        if unknown:
+            raise ValueError(f"unknown model key(s) {', '.join(sorted(unknown))}")
+        base = _model(value.get("id"))
+        endpoints = value.get("endpoints", sorted(ENDPOINT_KINDS))
+        kinds = frozenset(_strings(endpoints))
+        if not kinds <= ENDPOINT_KINDS:
+            raise ValueError(f"endpoints must be among {sorted(ENDPOINT_KINDS)}, got {endpoints!r}")
+        return ModelSpec(
+            id=base.id,
+            owned_by=_text(value.get("owned_by", base.owned_by)),
+            created=_integer(0, 2**40)(value.get("created", base.created)),
+            endpoints=kinds,
+        )
+    raise ValueError(f"expected a model id or table, got {value!r}")
+
+
+def _models(value: object) -> tuple[ModelSpec, ...]:
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = _strings(value)
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ValueError(f"expected a list of models, got {value!r}")
+    models = tuple(_model(item) for item in items)
+    if not models:
+        raise ValueError("at least one model is needed")
+    ids = [m.id for m in models]
+    if len(set(ids)) != len(ids):
+        raise ValueError("model ids must be unique")
+    return models
+
+
+@attrs.frozen
+class Field:
+    """
+    One setting.  ``name`` is the Settings attribute and the TOML key;
+    the command-line flag and the environment variable derive from it.
+    """
+
+    name: str
+    parse: Callable[[object], Any]
+    help: str
+    flag: bool = False
+    repeatable: bool = False
+    cli: str = ""
+    metavar: str = ""
+
+    @property
+    def option(self) -> str:
+        return self.cli or self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("config", _text, "TOML profile file (e.g. etc/profiles/latency.toml).", metavar="PATH"),
+    Field(
+        "listen",
+        _strings,
+        "Endpoint to listen on, as a Twisted endpoint string (repeatable): "
+        "tcp:3000:interface=127.0.0.1, unix:/run/mockoai.sock, ssl:8443:privateKey=..., "
+        "systemd:domain=INET:index=0. Default tcp:3000.",
+        repeatable=True,
+        metavar="ENDPOINT",
+    ),
+    Field("port", _integer(0, 65535), "Shorthand for --listen tcp:PORT.", metavar="PORT"),
+    Field(
+        "models",
+        _models,
+        "Model id to serve (repeatable; replaces the default OpenAI list).",
+        repeatable=True,
+        cli="model",
+        metavar="ID",
+    ),
+    Field("any_model", _boolean, "Accept any model name and echo it back.", flag=True),
+    Field("tokens_mean", _number(1, 1_000_000), "Mean completion tokens per choice.", metavar="N"),
+    Field("tokens_stddev", _number(0, 1_000_000), "Stddev of completion tokens.", metavar="N"),
+    Field(
+        "max_output_tokens",
+        _integer(1, 131_072),
+        "Cap on completion tokens per choice (the model's output limit).",
+        metavar="N",
+    ),
+    Field("stream_tokens", _range, "Tokens per SSE event, a range like 1-4.", metavar="A-B"),
+    Field(
+        "response_delay",
+        _milliseconds,
+        "Time to first token in milliseconds (non-streaming waits the same total).",
+        metavar="MS",
+    ),
+    Field("itl", _milliseconds, "Inter-token latency in milliseconds.", metavar="MS"),
+    Field("max_body_size", _size, "Largest request body accepted (413 above).", metavar="SIZE"),
+    Field(
+        "grace_period",
+        _number(0, 3600),
+        "Seconds in-flight requests get to finish on SIGTERM/SIGINT.",
+        metavar="S",
+    ),
+    Field(
+        "idle_timeout",
+        _number(0, 86400),
+        "Seconds before an idle connection is closed.",
+        metavar="S",
+    ),
+    Field(
+        "articles", _integer(16, 65536), "Lorem-ipsum articles generated at startup.", metavar="N"
+    ),
+    Field("corpus_seed", _integer(0, 2**32 - 1), "Seed of the generated corpus.", metavar="N"),
+    Field("access_log", _boolean, "Log every request (costs ~20% throughput).", flag=True),
+    Field("system_fingerprint", _text, "system_fingerprint sent in responses.", metavar="FP"),
+)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+
+
+def _read_profile(path: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - set(FIELDS_BY_NAME) - {"config"})
+    if unknown:
+        raise ConfigError(f"config: {path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def load_settings(
+    cli: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """
+    Merge defaults < profile < environment < command line into L{Settings}.
+
+    ``cli`` maps field names to raw values (strings; lists for repeatable
+    options; True for flags given).  ``None`` or empty means "not given".
+    """
+    cli = dict(cli or {})
+    environ = os.environ if environ is None else environ
+    unknown_env = sorted(
+        k
+        for k in environ
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in FIELDS_BY_NAME
+    )
+    if unknown_env:
+        raise ConfigError(f"{unknown_env[0]}: unknown environment variable")
+
+    values: dict[str, Any] = {}
+
+    def take(field: Field, raw: object, source: str) -> None:
+        try:
+            values[field.name] = field.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    profile_path = cli.get("config") or environ.get(FIELDS_BY_NAME["config"].env)
+    if profile_path:
+        path = str(profile_path)
+        for key, raw in _read_profile(path).items():
+            take(FIELDS_BY_NAME[key], raw, f"{key} (in {path})")
+        values["config"] = path
+    for field in FIELDS:
+        if field.env in environ:
+            take(field, environ[field.env], field.env)
+    for field in FIELDS:
+        raw = cli.get(field.name)
+        if raw is None or raw == [] or raw is False:
+            continue
+        take(field, raw, f"--{field.option}")
+
+    port = values.pop("port", None)
+    if port is not None:
+        values["listen"] = (*values.get("listen", ()), f"tcp:{port}")
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    """Cross-field rules: things no single parser can see."""
+    from twisted.internet.endpoints import serverFromString
+
+    for description in settings.listen:
+        try:
+            # A reactor is not needed to build (not listen on) an endpoint.
+            serverFromString(None, description)
+        except IndexError:
+            raise ConfigError(
+                f"--listen: {description!r}: no such socket was passed in by systemd"
+            ) from None
+        except Exception as e:
+            raise ConfigError(f"--listen: cannot use endpoint {description!r}: {e}") from None
+    if settings.tokens_mean > settings.max_output_tokens * 4:
+        raise ConfigError(
+            f"--tokens-mean: {settings.tokens_mean:g} is far above "
+            f"--max-output-tokens {settings.max_output_tokens}"
+        )
+
+
+def describe(settings: Settings) -> str:
+    """The effective configuration, one line, for the startup log."""
+    parts = []
+    for field in FIELDS:
+        if field.name in ("config", "port"):
+            continue
+        value = getattr(settings, field.name)
+        if field.name == "models":
+            value = ",".join(m.id for m in value)
+        elif field.name in ("response_delay", "itl"):
+            value = f"{value * 1000:g}ms"
+        elif field.name == "stream_tokens":
+            value = f"{value[0]}-{value[1]}"
+        elif isinstance(value, tuple):
+            value = ",".join(map(str, value))
+        parts.append(f"{field.name}={value}")
+    if settings.config:
+        parts.insert(0, f"config={settings.config}")
+    return " ".join(parts)

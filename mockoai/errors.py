@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_errors -*-
+"""
+OpenAI's error envelope, and the exact messages OpenAI uses for each kind
+of bad input, so clients that match on ``code`` or ``param`` behave as they
+do against the real API.
+"""
+
+from __future__ import annotations
+
+import ujson
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+
+class APIError(Exception):
+    """An error answer: HTTP status plus OpenAI's ``{"error": {...}}`` body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> bytes:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return ujson.dumps(
+            {"error": error}, ensure_ascii=False, escape_forward_slashes=False
+        ).encode()
+
+    def __repr__(self) -> str:
+        return f"APIError({self.status}, {self.message!r}, code={self.code!r})"
+
+
+_JSON_TYPES = {
+    str: "a string",
+    int: "an integer",
+    float: "a decimal",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), "an unknown type")
+
+
+def invalid_json() -> APIError:
+    return APIError(
+        400,
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+        "sent was not valid JSON. If you have trouble figuring out how to fix this, please contact "
+        "us through our help center at help.openai.com.)",
+    )
+
+
+def not_an_object(value: object) -> APIError:
+    return APIError(
+        400,
+        f"Invalid body: expected an object, but got {json_type(value)} instead.",
+        code="invalid_type",
+    )
+
+
+def missing(param: str) -> APIError:
+    return APIError(
+        400,
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def missing_model() -> APIError:
+    return APIError(400, "you must provide a model parameter")
+
+
+def invalid_type(param: str, expected: str, value: object) -> APIError:
+    return APIError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def below_min(param: str, minimum: float, value: float, decimal: bool = False) -> APIError:
+    kind = "decimal" if decimal else "integer"
+    return APIError(
+        400,
+        f"Invalid '{param}': {kind} below minimum value. "
+        f"Expected a value >= {minimum:g}, but got {value:g} instead.",
+        param=param,
+        code=f"{kind}_below_min_value",
+    )
+
+
+def above_max(param: str, maximum: float, value: float, decimal: bool = False) -> APIError:
+    kind = "decimal" if decimal else "integer"
+    return APIError(
+        400,
+        f"Invalid '{param}': {kind} above maximum value. "
+        f"Expected a value <= {maximum:g}, but got {value:g} instead.",
+        param=param,
+        code=f"{kind}_above_max_value",
+    )
+
+
+def empty_array(param: str) -> APIError:
+    return APIError(
+        400,
+        f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
+        "but got an empty array instead.",
+        param=param,
+        code="empty_array",
+    )
+
+
+def array_too_long(param: str, maximum: int, length: int) -> APIError:
+    return APIError(
+        400,
+        f"Invalid '{param}': array too long. Expected an array with maximum length {maximum}, "
+        f"but got an array with length {length} instead.",
+        param=param,
+        code="array_above_max_length",
+    )
+
+
+def invalid_value(param: str, value: object, supported: tuple[str, ...]) -> APIError:
+    quoted = [f"'{s}'" for s in supported]
+    listed = ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+    return APIError(
+        400,
+        f"Invalid value: '{value}'. Supported values are: {listed}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def invalid(param: str, message: str, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
+def wrong_endpoint(kind: str) -> APIError:
+    if kind == "completions":
+        message = (
+            "This is a chat model and not supported in the v1/completions endpoint. "
+            "Did you mean to use v1/chat/completions?"
+        )
+    else:
+        message = (
+            "This is not a chat model and thus not supported in the v1/chat/completions "
+            "endpoint. Did you mean to use v1/completions?"
+        )
+    return APIError(404, message, param="model")
+
+
+def unknown_url(method: str, path: str) -> APIError:
+    return APIError(404, f"Invalid URL ({method} {path})")
+
+
+def wrong_method(method: str, path: str, allowed: tuple[str, ...]) -> APIError:
+    allow = ", ".join(allowed).encode()
+    return APIError(405, f"Invalid method for URL ({method} {path})", headers=((b"Allow", allow),))
+
+
+def body_too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        f"Request body too large: the limit is {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def server_error() -> APIError:
+    return APIError(
+        500,
+        "The server had an error while processing your request. Sorry about that!",
+        type=SERVER_ERROR,
+    )
+
+
+def draining() -> APIError:
+    return APIError(
+        503,
+        "The server is shutting down and is not accepting new requests.",
+        type=SERVER_ERROR,
+        code="server_shutting_down",
+    )

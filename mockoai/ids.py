@@ -1,0 +1,43 @@
+# -*- test-case-name: tests.test_render -*-
+"""
+Identifiers in OpenAI's shapes (``chatcmpl-`` + 29 characters, ``req_`` +
+32 hex digits), made from a random per-process prefix and a counter: unique
+across restarts and workers, and cheap enough for the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
+class IdMaker:
+    """Makes response and request ids for one process."""
+
+    def __init__(self, entropy: bytes | None = None) -> None:
+        entropy = os.urandom(16) if entropy is None else entropy
+        seed = int.from_bytes(entropy, "big")
+        self._prefix = _base62(seed, 19)
+        self._hex = entropy.hex()[:20]
+        self._count = 0
+
+    def _next(self) -> int:
+        self._count += 1
+        return self._count
+
+    def completion(self) -> str:
+        """29 characters after ``chatcmpl-`` / ``cmpl-``."""
+        return self._prefix + _base62(self._next(), 10)
+
+    def request(self) -> bytes:
+        return b"req_%s%012x" % (self._hex.encode(), self._next())

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_pacing -*-
+"""
+One reactor timer for many waiting streams.
+
+A timer per stream event costs 30-38 us of reactor work each, and
+thousands of them fight over the reactor.  A L{Pacer} keeps its waiters in a
+heap and arms a single C{IDelayedCall} for the earliest one; when it fires,
+every waiter due within C{slack} seconds runs in the same pass, so a
+thousand streams paced at 20 ms cost a few wakeups per millisecond, not
+fifty thousand per second.  Time comes from an injected C{IReactorTime},
+so tests drive it with L{twisted.internet.task.Clock}.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+_log = Logger()
+
+
+class Waiter:
+    """A pending call; cancel it with L{Pacer.cancel}."""
+
+    __slots__ = ("active", "call", "due", "seq")
+
+    def __init__(self, due: float, seq: int, call: Callable[[], object]) -> None:
+        self.due = due
+        self.seq = seq
+        self.call = call
+        self.active = True
+
+    def __lt__(self, other: Waiter) -> bool:
+        return (self.due, self.seq) < (other.due, other.seq)
+
+
+class Pacer:
+    """Runs callables at reactor times, sharing one timer."""
+
+    def __init__(self, clock: IReactorTime, slack: float = 0.0005) -> None:
+        self.clock = clock
+        self.slack = slack
+        self._heap: list[Waiter] = []
+        self._seq = 0
+        self._timer: IDelayedCall | None = None
+        self._armed_for = float("inf")
+        self.wakeups = 0
+
+    def __len__(self) -> int:
+        return sum(1 for w in self._heap if w.active)
+
+    def at(self, due: float, call: Callable[[], object]) -> Waiter:
+        """Run ``call`` at reactor time ``due`` (or a little after)."""
+        self._seq += 1
+        waiter = Waiter(due, self._seq, call)
+        heapq.heappush(self._heap, waiter)
+        if due < self._armed_for:
+            self._arm(due)
+        return waiter
+
+    def after(self, delay: float, call: Callable[[], object]) -> Waiter:
+        return self.at(self.clock.seconds() + delay, call)
+
+    def cancel(self, waiter: Waiter) -> None:
+        """Forget ``waiter``; removed lazily when it reaches the top."""
+        waiter.active = False
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._armed_for = due
+        self._timer = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.wakeups += 1
+        heap = self._heap
+        horizon = self.clock.seconds() + self.slack
+        ready = []
+        while heap and heap[0].due <= horizon:
+            waiter = heapq.heappop(heap)
+            if waiter.active:
+                ready.append(waiter)
+        # Waiters added by these calls wait for the next pass, never this one,
+        # so a call that re-schedules itself "now" cannot spin the reactor.
+        self._armed_for = float("-inf")
+        try:
+            for waiter in ready:
+                if waiter.active:
+                    waiter.active = False
+                    try:
+                        waiter.call()
+                    except Exception:
+                        _log.failure("paced call failed")
+        finally:
+            self._armed_for = float("inf")
+            while heap and not heap[0].active:
+                heapq.heappop(heap)
+            if heap:
+                self._arm(heap[0].due)
+
+    def stop(self) -> None:
+        """Drop every waiter and the timer (used at shutdown)."""
+        for waiter in self._heap:
+            waiter.active = False
+        self._heap.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._armed_for = float("inf")

@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The service tree, assembled in one place: core, routes, site, listeners,
+and the shutdown drain.
+
+    MockoaiService (drains on stop)
+      +- strports service per --listen endpoint -> MockSite -> Router -> MockOAI routes
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mockoai import __version__
+from mockoai.config import Settings, describe
+from mockoai.core import Core
+from mockoai.dispatch import Router
+from mockoai.routes import MockOAI
+from mockoai.site import MockSite
+
+_log = Logger(namespace="mockoai")
+
+
+class MockoaiService(MultiService):
+    """Owns the site; on stop, drains in-flight requests within the grace period."""
+
+    def __init__(
+        self, settings: Settings, core: Core, api: MockOAI, site: MockSite, clock: Any
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.core = core
+        self.api = api
+        self.site = site
+        self.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        corpus = self.core.corpus
+        settings = self.settings
+        _log.info(
+            "mockoai {version} listening on {endpoints}",
+            version=__version__,
+            endpoints=", ".join(settings.listen),
+        )
+        _log.info(
+            "models: {models}{any}",
+            models=", ".join(m.id for m in settings.models),
+            any=" (and any other name: --any-model)" if settings.any_model else "",
+        )
+        _log.info(
+            "corpus: {articles} articles, {tokens} tokens, {size:.1f} MB, built in {secs:.2f} s",
+            articles=corpus.articles,
+            tokens=corpus.tokens,
+            size=len(corpus.data) / 1e6,
+            secs=corpus.build_seconds,
+        )
+        _log.info("config: {config}", config=describe(settings))
+        # Everything allocated so far lives until exit: keep the cyclic GC
+        # from walking it on every collection (it drives the latency tail).
+        gc.collect()
+        gc.freeze()
+        _trim_heap()
+        _log.info("ready in {secs:.2f} s, RSS {rss:.1f} MB", secs=process_age(), rss=rss_mb())
+
+    def stopService(self) -> Deferred[Any]:
+        site = self.site
+        site.draining = self.api.draining = True
+        _log.info(
+            "draining {n} in-flight request(s), grace period {grace:g} s",
+            n=site.active,
+            grace=self.settings.grace_period,
+        )
+        stopped_listening = super().stopService()
+        for channel in list(site.channels):
+            if not channel.busy:
+                channel.transport.loseConnection()
+
+        drained: Deferred[None] = Deferred()
+        timer = self.clock.callLater(self.settings.grace_period, _fire, drained)
+
+        def finished() -> None:
+            if timer.active():
+                timer.cancel()
+            _fire(drained)
+
+        site.when_idle(finished)
+
+        def close_rest(_: object) -> None:
+            left = [c for c in site.channels if c.busy]
+            if left:
+                _log.warn("grace period over: closing {n} connection(s)", n=len(left))
+            for channel in list(site.channels):
+                channel.transport.abortConnection()
+            for pacer in self.core.pacers():
+                pacer.stop()
+            _log.info("stopped")
+
+        drained.addCallback(close_rest)
+        return gatherResults([stopped_listening, drained])
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
+
+
+def build(settings: Settings, reactor: IReactorTime | None = None) -> MockoaiService:
+    """The whole object graph for ``settings``."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor  # type: ignore[assignment]
+    assert reactor is not None
+    core = Core(settings, reactor)
+    api = MockOAI(core)
+    site = MockSite(
+        api.app.resource(),
+        Router(api.app),
+        reactor,
+        core.ids,
+        settings.max_body_size,
+        settings.idle_timeout,
+        settings.access_log,
+    )
+    top = MockoaiService(settings, core, api, site, reactor)
+    for description in settings.listen:
+        strports.service(description, site).setServiceParent(top)
+    return top
+
+
+def _trim_heap() -> None:
+    """
+    Hand the corpus build's freed scratch memory back to the OS (glibc keeps
+    ~17 MB of it otherwise); a no-op where the C library has no malloc_trim.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def rss_mb() -> float:
+    """Resident set size now, from /proc (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up included)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            up = float(uptime.read().split()[0])
+        return up - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.process_time()

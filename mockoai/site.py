@@ -1,0 +1,201 @@
+# -*- test-case-name: tests.test_site -*-
+"""
+The HTTP/1.1 layer: twisted.web's channel and request, with what a mock
+inference server needs and nothing it does not.
+
+- POST form parsing is off: by default twisted.web parses every POST's
+  Content-Type with the ``email`` package, which halves its throughput.
+- Requests skip twisted.web's resource traversal and go straight to the
+  L{Router} over the Klein route table.
+- Every accepted TCP connection gets TCP_NODELAY (small SSE writes must not
+  sit in Nagle's buffer), and every response an ``x-request-id``.
+- Bodies over the configured limit are refused with 413 before they are
+  read; the access log is off unless asked for (it costs ~20%).
+- The site counts requests in flight, so shutdown can drain them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from mockoai import errors
+from mockoai.dispatch import Router
+from mockoai.ids import IdMaker
+
+_HEALTH = b"/health"
+
+
+class MockRequest(server.Request):
+    """A request dispatched by the site's L{Router} and counted while active."""
+
+    _counted = False
+    _body_size = 0
+    channel: MockChannel
+    site: MockSite
+
+    def process(self) -> None:
+        site = self.channel.site
+        self.site = site
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"Date", [site.date()])
+        headers.setRawHeaders(b"x-request-id", [site.ids.request()])
+        self._counted = True
+        site.active += 1
+        if site.draining:
+            headers.setRawHeaders(b"Connection", [b"close"])
+            if self.path != _HEALTH:
+                error = errors.draining()
+                self.setResponseCode(error.status)
+                self.setHeader(b"Content-Type", b"application/json")
+                body = error.body()
+                self.setHeader(b"Content-Length", b"%d" % len(body))
+                self.write(body)
+                self.finish()
+                return
+        site.router.render(self)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        # Chunked bodies have no Content-Length to check up front.
+        self._body_size += len(data)
+        if self._body_size > self.channel.site.max_body_size:
+            self.channel.refuse(errors.body_too_large(self.channel.site.max_body_size))
+            return
+        server.Request.handleContentChunk(self, data)
+
+    def finish(self) -> None:
+        server.Request.finish(self)
+        self._release()
+
+    def connectionLost(self, reason: object) -> None:
+        site = self.channel.site if self.channel is not None else None
+        server.Request.connectionLost(self, reason)
+        if site is not None:
+            self._release(site)
+
+    def _release(self, site: MockSite | None = None) -> None:
+        if self._counted:
+            self._counted = False
+            (site or self.site).released()
+
+
+class MockChannel(http.HTTPChannel):
+    """HTTP/1.1 channel with TCP_NODELAY and an early 413."""
+
+    site: MockSite
+    _refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            with contextlib.suppress(OSError):
+                set_nodelay(True)
+        self.site.channels.add(self)
+
+    def connectionLost(self, reason: object) -> None:
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+    def allHeadersReceived(self) -> None:
+        limit = self.site.max_body_size
+        if self.length is not None and self.length > limit:
+            self.refuse(errors.body_too_large(limit))
+            return
+        super().allHeadersReceived()
+
+    def refuse(self, error: errors.APIError) -> None:
+        """Answer with ``error`` without reading further, then close."""
+        if self._refused:
+            return
+        self._refused = True
+        body = error.body()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
+            % (
+                error.status,
+                http.RESPONSES.get(error.status, b"Error"),
+                len(body),
+                self.site.ids.request(),
+                body,
+            )
+        )
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self._refused:
+            super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.requests)
+
+
+class MockSite(server.Site):
+    """The site: routes through a L{Router}, counts requests, can drain."""
+
+    protocol = MockChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: IResource,
+        router: Router,
+        clock: IReactorTime,
+        ids: IdMaker,
+        max_body_size: int,
+        idle_timeout: float,
+        access_log: bool = False,
+    ) -> None:
+        super().__init__(
+            resource,
+            requestFactory=MockRequest,
+            timeout=idle_timeout or None,
+            reactor=clock,
+            parsePOSTFormSubmission=False,
+        )
+        self.router = router
+        self.clock = clock
+        self.ids = ids
+        self.max_body_size = max_body_size
+        self.access_log = access_log
+        self.channels: set[MockChannel] = set()
+        self.active = 0
+        self.draining = False
+        self._on_idle: list[Callable[[], None]] = []
+        self._date_second = -1
+        self._date = b""
+
+    def date(self) -> bytes:
+        """The Date header, formatted once a second rather than per request."""
+        now = int(self.clock.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = http.datetimeToString(now)
+        return self._date
+
+    def log(self, request: server.Request) -> None:
+        if self.access_log:
+            super().log(request)
+
+    def released(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._on_idle:
+            calls, self._on_idle = self._on_idle, []
+            for call in calls:
+                call()
+
+    def when_idle(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once no request is in flight (now, if none is)."""
+        if self.active == 0:
+            call()
+        else:
+            self._on_idle.append(call)

@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+``twistd mockoai``: command-line options and the service maker.
+
+The options are generated from L{mockoai.config.FIELDS}, so the command
+line, environment variables and profile files name every setting the same
+way.  Daemonizing, pid files, log files, reactors and signal handling are
+twistd's own (see ``twistd --help``); SIGTERM/SIGINT stop the service,
+which drains in-flight requests first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.python import usage
+
+from mockoai.config import FIELDS, ConfigError, Settings, load_settings
+from mockoai.service import MockoaiService, build
+
+
+class Options(usage.Options):
+    synopsis = "[mockoai options]"
+    longdesc = (
+        "A mock OpenAI-compatible API server. Settings come from (lowest to highest "
+        "precedence) defaults, a TOML profile (--config), MOCKOAI_* environment "
+        "variables, and these options."
+    )
+    optFlags = [[f.option, None, f.help] for f in FIELDS if f.flag]
+    optParameters = [[f.option, None, None, f.help] for f in FIELDS if not (f.flag or f.repeatable)]
+
+    settings: Settings
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["model"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Endpoint to listen on (repeatable), a Twisted endpoint string:
+        tcp:3000:interface=127.0.0.1, unix:/run/mockoai.sock, ssl:8443:privateKey=key.pem,
+        systemd:domain=INET:index=0. Default: tcp:3000.
+        """
+        self["listen"].append(description)
+
+    def opt_model(self, model: str) -> None:
+        """Model id to serve (repeatable); replaces the default list of OpenAI models."""
+        self["model"].append(model)
+
+    def postOptions(self) -> None:
+        cli: dict[str, Any] = {
+            f.name: (True if self[f.option] else None) if f.flag else self.get(f.option)
+            for f in FIELDS
+        }
+        try:
+            self.settings = load_settings(cli, os.environ)
+        except ConfigError as e:
+            # One line, not twistd's usage dump: the message names the option.
+            raise SystemExit(f"mockoai: error: {e}") from None
+
+
+def makeService(options: Options) -> MockoaiService:
+    return build(options.settings)
