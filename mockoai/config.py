@@ -83,6 +83,7 @@ class Settings:
     corpus_seed: int = 0
     access_log: bool = False
     system_fingerprint: str = "fp_6d6f636b6f"
+    workers: int = 1
     config: str | None = None
 
     def model(self, model_id: str) -> ModelSpec | None:
@@ -169,6 +170,13 @@ def _range(value: object) -> tuple[int, int]:
     if not 1 <= low <= high <= 1024:
         raise ValueError(f"expected 1 <= low <= high <= 1024, got {value!r}")
     return (low, high)
+
+
+def _workers(value: object) -> int:
+    """A process count, or ``auto`` for one per CPU core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _integer(1, 256)(value)
 
 
 def _boolean(value: object) -> bool:
