@@ -331,6 +331,12 @@ FIELDS: tuple[Field, ...] = (
     Field("corpus_seed", _integer(0, 2**32 - 1), "Seed of the generated corpus.", metavar="N"),
     Field("access_log", _boolean, "Log every request (costs ~20% throughput).", flag=True),
     Field("system_fingerprint", _text, "system_fingerprint sent in responses.", metavar="FP"),
+    Field(
+        "workers",
+        _workers,
+        "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core.",
+        metavar="N",
+    ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
