@@ -84,6 +84,7 @@ class Settings:
     access_log: bool = False
     system_fingerprint: str = "fp_6d6f636b6f"
     workers: int = 1
+    http: str = "auto"
     config: str | None = None
 
     def model(self, model_id: str) -> ModelSpec | None:
@@ -177,6 +178,17 @@ def _workers(value: object) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return os.cpu_count() or 1
     return _integer(1, 256)(value)
+
+
+def _http(value: object) -> str:
+    if value not in ("auto", "lean", "twisted"):
+        raise ValueError(f"expected auto, lean or twisted, got {value!r}")
+    if value == "lean":
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            raise ValueError("lean needs the httptools package, which is not installed") from None
+    return str(value)
 
 
 def _boolean(value: object) -> bool:
@@ -336,6 +348,12 @@ FIELDS: tuple[Field, ...] = (
         _workers,
         "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core.",
         metavar="N",
+    ),
+    Field(
+        "http",
+        _http,
+        "HTTP/1.1 stack: lean (httptools), twisted (twisted.web), or auto (lean if installed).",
+        metavar="STACK",
     ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}

@@ -131,11 +131,23 @@ def build(settings: Settings, reactor: IReactorTime | None = None) -> MockoaiSer
         settings.max_body_size,
         settings.idle_timeout,
         settings.access_log,
+        lean=_use_lean(settings.http),
     )
     top = MockoaiService(settings, core, api, site, reactor)
     for description in settings.listen:
         strports.service(description, site).setServiceParent(top)
     return top
+
+
+def _use_lean(choice: str) -> bool:
+    """The httptools stack, unless asked not to or not installed (PyPy)."""
+    if choice != "auto":
+        return choice == "lean"
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _trim_heap() -> None:

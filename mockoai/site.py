@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, server
@@ -39,25 +40,9 @@ class MockRequest(server.Request):
     site: MockSite
 
     def process(self) -> None:
-        site = self.channel.site
-        self.site = site
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"Date", [site.date()])
-        headers.setRawHeaders(b"x-request-id", [site.ids.request()])
+        self.site = self.channel.site
         self._counted = True
-        site.active += 1
-        if site.draining:
-            headers.setRawHeaders(b"Connection", [b"close"])
-            if self.path != _HEALTH:
-                error = errors.draining()
-                self.setResponseCode(error.status)
-                self.setHeader(b"Content-Type", b"application/json")
-                body = error.body()
-                self.setHeader(b"Content-Length", b"%d" % len(body))
-                self.write(body)
-                self.finish()
-                return
-        site.router.render(self)
+        self.site.handle(self)
 
     def handleContentChunk(self, data: bytes) -> None:
         # Chunked bodies have no Content-Length to check up front.
@@ -154,6 +139,7 @@ class MockSite(server.Site):
         max_body_size: int,
         idle_timeout: float,
         access_log: bool = False,
+        lean: bool = False,
     ) -> None:
         super().__init__(
             resource,
@@ -162,6 +148,10 @@ class MockSite(server.Site):
             reactor=clock,
             parsePOSTFormSubmission=False,
         )
+        if lean:
+            from mockoai.http11 import LeanChannel
+
+            self.protocol = LeanChannel  # type: ignore[assignment]
         self.router = router
         self.clock = clock
         self.ids = ids
@@ -185,6 +175,30 @@ class MockSite(server.Site):
     def log(self, request: server.Request) -> None:
         if self.access_log:
             super().log(request)
+
+    def handle(self, request: Any) -> None:
+        """Every request, from either HTTP stack, starts here."""
+        request.setHeader(b"Date", self.date())
+        request.setHeader(b"x-request-id", self.ids.request())
+        self.active += 1
+        if self.draining:
+            request.setHeader(b"Connection", b"close")
+            if request.path != _HEALTH:
+                error = errors.draining()
+                request.setResponseCode(error.status)
+                request.setHeader(b"Content-Type", b"application/json")
+                body = error.body()
+                request.setHeader(b"Content-Length", b"%d" % len(body))
+                request.write(body)
+                request.finish()
+                return
+        self.router.render(request)
+
+    def request_finished(self, request: Any) -> None:
+        self.released()
+
+    def request_lost(self, request: Any) -> None:
+        self.released()
 
     def released(self) -> None:
         self.active -= 1
