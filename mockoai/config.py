@@ -438,6 +438,13 @@ def _check(settings: Settings) -> None:
             ) from None
         except Exception as e:
             raise ConfigError(f"--listen: cannot use endpoint {description!r}: {e}") from None
+    if settings.workers > 1:
+        for description in settings.listen:
+            if description.split(":", 1)[0] not in ("tcp", "tcp6"):
+                raise ConfigError(
+                    f"--workers: {settings.workers} workers share tcp: endpoints only, "
+                    f"not {description!r}"
+                )
     if settings.tokens_mean > settings.max_output_tokens * 4:
         raise ConfigError(
             f"--tokens-mean: {settings.tokens_mean:g} is far above "

@@ -26,6 +26,7 @@ from mockoai.core import Core
 from mockoai.dispatch import Router
 from mockoai.routes import MockOAI
 from mockoai.site import MockSite
+from mockoai.workers import ReusePortService
 
 _log = Logger(namespace="mockoai")
 
@@ -114,8 +115,13 @@ def _fire(d: Deferred[None]) -> None:
         d.callback(None)
 
 
-def build(settings: Settings, reactor: IReactorTime | None = None) -> MockoaiService:
-    """The whole object graph for ``settings``."""
+def build(
+    settings: Settings, reactor: IReactorTime | None = None, reuseport: bool = False
+) -> MockoaiService:
+    """
+    The whole object graph for ``settings``; ``reuseport`` when this is one
+    of several --workers sharing the TCP ports.
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -135,7 +141,10 @@ def build(settings: Settings, reactor: IReactorTime | None = None) -> MockoaiSer
     )
     top = MockoaiService(settings, core, api, site, reactor)
     for description in settings.listen:
-        strports.service(description, site).setServiceParent(top)
+        if reuseport:
+            ReusePortService(description, site, reactor).setServiceParent(top)
+        else:
+            strports.service(description, site).setServiceParent(top)
     return top
 
 

@@ -12,12 +12,14 @@ which drains in-flight requests first.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.python import usage
 
 from mockoai.config import FIELDS, ConfigError, Settings, load_settings
 from mockoai.service import MockoaiService, build
+from mockoai.workers import Supervisor
 
 
 class Options(usage.Options):
@@ -28,14 +30,24 @@ class Options(usage.Options):
         "variables, and these options."
     )
     optFlags = [[f.option, None, f.help] for f in FIELDS if f.flag]
-    optParameters = [[f.option, None, None, f.help] for f in FIELDS if not (f.flag or f.repeatable)]
+    optParameters = [
+        *([f.option, None, None, f.help] for f in FIELDS if not (f.flag or f.repeatable)),
+        ["worker-index", None, None, "(internal) Run as worker I of a --workers supervisor."],
+    ]
 
     settings: Settings
+    #: The options as given, so --workers can start workers with the same ones.
+    arguments: list[str]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["model"] = []
+        self.arguments = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on (repeatable), a Twisted endpoint string:
@@ -60,5 +72,21 @@ class Options(usage.Options):
             raise SystemExit(f"mockoai: error: {e}") from None
 
 
-def makeService(options: Options) -> MockoaiService:
-    return build(options.settings)
+def makeService(options: Options) -> MockoaiService | Supervisor:
+    settings = options.settings
+    worker = options["worker-index"]
+    if settings.workers > 1 and worker is None:
+        from twisted.internet import reactor
+
+        argv = [
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--nodaemon",
+            "--pidfile=",
+            "mockoai",
+            *options.arguments,
+            "--workers",
+            "1",
+        ]
+        return Supervisor(settings.workers, argv, reactor, settings.grace_period)
+    return build(settings, reuseport=worker is not None)
