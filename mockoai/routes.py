@@ -12,6 +12,7 @@ L{mockoai.dispatch.Router} the server uses.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Union
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -30,7 +31,7 @@ EVENT_STREAM = b"text/event-stream; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 DRAINING = b'{"status":"draining"}'
 
-Result = bytes | Deferred[bytes] | Deferred[None]
+Result = Union[bytes, "Deferred[bytes]", "Deferred[None]"]
 
 
 class MockOAI:

@@ -104,10 +104,21 @@ class MockoaiService(MultiService):
                 channel.transport.abortConnection()
             for pacer in self.core.pacers():
                 pacer.stop()
+            clean_exit(self.clock)
             _log.info("stopped")
 
         drained.addCallback(close_rest)
         return gatherResults([stopped_listening, drained])
+
+
+def clean_exit(reactor: object) -> None:
+    """
+    A drained shutdown is a success: exit with status 0.  twistd otherwise
+    re-raises the stopping signal at exit (status -15), which init systems
+    and CI runners read as a crash.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
 
 
 def _fire(d: Deferred[None]) -> None:

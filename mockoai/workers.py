@@ -155,6 +155,9 @@ class Supervisor(Service):
             self.reactor.callLater(
                 self.grace_period + _KILL_AFTER, _kill_if_running, worker, process
             )
+        from mockoai.service import clean_exit
+
+        clean_exit(self.reactor)
         return DeferredList(waits)
 
 

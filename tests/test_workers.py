@@ -1,0 +1,107 @@
+"""
+--workers: SO_REUSEPORT worker processes under a supervising parent.
+
+End to end: real processes on a loopback port.  Which worker answered is
+visible in the x-request-id, whose prefix is random per process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mockoai.workers import reuseport_endpoint
+from tests.support import TwistdProcess, run_twistd
+
+
+def _prefix(port: int) -> str:
+    """The request-id prefix of whichever worker answers a fresh connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+        request_id = response.getheader("x-request-id")
+    finally:
+        connection.close()
+    assert request_id is not None and request_id.startswith("req_"), request_id
+    return request_id[4:24]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _wait(predicate: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_tcp(self) -> None:
+        family, interface, port, backlog = reuseport_endpoint("tcp:3000:interface=127.0.0.1")
+        self.assertEqual((family, interface, port), (socket.AF_INET, "127.0.0.1", 3000))
+        self.assertGreater(backlog, 0)
+
+    def test_tcp6(self) -> None:
+        family, interface, port, _ = reuseport_endpoint("tcp6:3001:interface=\\:\\:1")
+        self.assertEqual((family, interface, port), (socket.AF_INET6, "::1", 3001))
+
+    def test_other_kinds_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            reuseport_endpoint("unix:/tmp/mockoai.sock")
+
+    def test_workers_need_tcp(self) -> None:
+        result = run_twistd(
+            ["-n", "--pidfile=", "mockoai", "--workers", "2", "--listen", "unix:/tmp/x.sock"]
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith("mockoai: error: --workers"), result.stderr)
+
+
+class SupervisorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.server = TwistdProcess(["--workers", "2", "--articles", "64"])
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        assert self.server.process is not None
+        self.parent = self.server.process.pid
+        _wait(lambda: len(_children(self.parent)) == 2)
+        self.server.wait_for_output("ready in", timeout=15)
+
+    def _prefixes(self, tries: int = 60) -> set[str]:
+        return {_prefix(self.server.port) for _ in range(tries)}
+
+    def test_both_workers_serve(self) -> None:
+        """The kernel spreads fresh connections over both workers."""
+        _wait(lambda: self.server.stdout.count("ready in") >= 2)
+        self.assertEqual(len(self._prefixes()), 2)
+
+    def test_crashed_worker_is_restarted(self) -> None:
+        _wait(lambda: self.server.stdout.count("ready in") >= 2)
+        before = self._prefixes()
+        victim = _children(self.parent)[0]
+        os.kill(victim, signal.SIGKILL)
+        self.server.wait_for_output("exited (signal 9); restarting", timeout=10)
+        _wait(lambda: len(_children(self.parent)) == 2 and victim not in _children(self.parent))
+        _wait(lambda: self.server.stdout.count("ready in") >= 3)
+        after = self._prefixes()
+        self.assertEqual(len(after), 2)
+        self.assertEqual(len(after - before), 1, "one worker is new")
+
+    def test_sigterm_stops_all(self) -> None:
+        workers = _children(self.parent)
+        self.assertEqual(self.server.stop(timeout=20), 0)
+        for pid in workers:
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} still running")
