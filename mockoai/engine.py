@@ -110,6 +110,7 @@ class Engine:
         self.steps = 0
         self.last_step = 0.0
         self._step: Waiter | None = None
+        self._batch: list[Sequence] = []
         self._ending = False
 
     @property
@@ -223,35 +224,42 @@ class Engine:
 
     def _retry_after(self) -> int:
         """Whole seconds until a place is likely to free up (at least 1)."""
-        busy = self.running + self.joining
+        busy = self._batch + self.joining
         if not busy:
             return 1
         left = min(s.tokens - s.produced for s in busy)
-        return max(1, math.ceil(left * (self.last_step or self._decode_time(self.used))))
+        return max(1, math.ceil(left * self._decode_time(self.used, self.latency.itl.mean)))
 
-    def _decode_time(self, batch: int) -> float:
+    def _decode_time(self, batch: int, base: float | None = None) -> float:
         config = self.config
-        itl = self.latency.itl
-        base = itl.a if itl.constant else float(itl.sample(self.rng, 1)[0])
-        step = base * (1 + config.batch_slowdown * (batch - 1) / config.max_running)
+        if base is None:
+            itl = self.latency.itl
+            base = itl.a if itl.constant else float(itl.sample(self.rng, 1)[0])
+        step = base * (1 + config.batch_slowdown * (max(batch, 1) - 1) / config.max_running)
         if config.max_tokens_per_s > 0:
             step = max(step, batch / config.max_tokens_per_s)
         return step
 
     def _start_step(self) -> None:
+        """Decode the running sequences and prefill those that joined since."""
         running = sum(s.width for s in self.running)
         duration = self._decode_time(running) if running else 0.0
-        for sequence in self.joining:
-            duration += self.latency.first_token(self.rng, sequence.prompt_tokens)
+        if self.joining:
+            # One batched forward pass prefills every newcomer: its fixed
+            # cost is paid once, its per-token cost for all their prompts.
+            latency = self.latency
+            prompts = sum(s.prompt_tokens for s in self.joining)
+            duration += latency.first_token(self.rng, 0) + latency.prefill_per_token * prompts
+        self._batch = self.running + self.joining
+        self.joining = []
         self.last_step = duration
         self._step = self.pacer.after(duration, self._end_step)
 
     def _end_step(self) -> None:
         self._step = None
         self.steps += 1
-        members = self.running + self.joining
+        members, self._batch = self._batch, []
         self.running = []
-        self.joining = []
         # Listeners may cancel sequences (theirs or others) while we notify
         # them; the next step starts only once the batch is settled.
         self._ending = True
