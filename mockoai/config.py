@@ -131,7 +131,7 @@ def _milliseconds(value: object) -> float:
     return _number(0.0, 3_600_000.0)(value) / 1000.0
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -146,7 +146,7 @@ def _size(value: object) -> int:
     match = _SIZE.match(text)
     if match is None:
         raise ValueError(f"expected a size like 16MiB, got {value!r}")
-    unit = (match.group(2) or "").lower()[:1]
+    unit = (match.group(2) or "").lower()
     size = int(match.group(1)) * _SIZE_UNITS[unit]
     if not 1024 <= size <= 1024**3:
         raise ValueError(f"must be between 1KiB and 1GiB, got {size} bytes")
@@ -445,6 +445,14 @@ def _check(settings: Settings) -> None:
                     f"--workers: {settings.workers} workers share tcp: endpoints only, "
                     f"not {description!r}"
                 )
+    # Answers are slices of the generated text, which must be long enough
+    # for the longest one (an article has at least ~150 tokens).
+    if settings.max_output_tokens > settings.articles * 150:
+        raise ConfigError(
+            f"--max-output-tokens: {settings.max_output_tokens} tokens need more text than "
+            f"--articles {settings.articles} gives; use --articles "
+            f"{-(-settings.max_output_tokens // 150)} or more"
+        )
     if settings.tokens_mean > settings.max_output_tokens * 4:
         raise ConfigError(
             f"--tokens-mean: {settings.tokens_mean:g} is far above "

@@ -35,9 +35,11 @@ class APIError(Exception):
 
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        # "replace": a message may quote a lone surrogate (from a JSON "\\udcff"
+        # escape or a non-UTF-8 path); rendering the error must never fail.
         return ujson.dumps(
             {"error": error}, ensure_ascii=False, escape_forward_slashes=False
-        ).encode()
+        ).encode("utf-8", "replace")
 
     def __repr__(self) -> str:
         return f"APIError({self.status}, {self.message!r}, code={self.code!r})"
@@ -98,12 +100,18 @@ def invalid_type(param: str, expected: str, value: object) -> APIError:
     )
 
 
+def _number(value: float) -> str:
+    # Not ``:g`` on ints: an integer of a few hundred digits (JSON allows it)
+    # cannot convert to float and would raise OverflowError.
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def below_min(param: str, minimum: float, value: float, decimal: bool = False) -> APIError:
     kind = "decimal" if decimal else "integer"
     return APIError(
         400,
         f"Invalid '{param}': {kind} below minimum value. "
-        f"Expected a value >= {minimum:g}, but got {value:g} instead.",
+        f"Expected a value >= {_number(minimum)}, but got {_number(value)} instead.",
         param=param,
         code=f"{kind}_below_min_value",
     )
@@ -114,7 +122,7 @@ def above_max(param: str, maximum: float, value: float, decimal: bool = False) -
     return APIError(
         400,
         f"Invalid '{param}': {kind} above maximum value. "
-        f"Expected a value <= {maximum:g}, but got {value:g} instead.",
+        f"Expected a value <= {_number(maximum)}, but got {_number(value)} instead.",
         param=param,
         code=f"{kind}_above_max_value",
     )

@@ -173,7 +173,8 @@ class Planner:
         if request.seed is None:
             draws = self._draws
         else:
-            draws = Draws(np.random.default_rng(request.seed), block=64)
+            # numpy takes non-negative seeds only; OpenAI's seed is any int64.
+            draws = Draws(np.random.default_rng(request.seed % 2**64), block=64)
         settings = self.settings
         mean, stddev = settings.tokens_mean, settings.tokens_stddev
         floor = min(max(request.min_tokens, 1), limit)

@@ -69,7 +69,8 @@ class MockoaiService(MultiService):
         # Everything allocated so far lives until exit: keep the cyclic GC
         # from walking it on every collection (it drives the latency tail).
         gc.collect()
-        gc.freeze()
+        if hasattr(gc, "freeze"):  # CPython; PyPy's GC has no such need
+            gc.freeze()
         _trim_heap()
         _log.info("ready in {secs:.2f} s, RSS {rss:.1f} MB", secs=process_age(), rss=rss_mb())
 
@@ -96,18 +97,29 @@ class MockoaiService(MultiService):
 
         site.when_idle(finished)
 
-        def close_rest(_: object) -> None:
+        def close_rest(_: object) -> Deferred[None]:
             left = [c for c in site.channels if c.busy]
             if left:
                 _log.warn("grace period over: closing {n} connection(s)", n=len(left))
             for channel in list(site.channels):
-                channel.transport.abortConnection()
+                if channel.busy:
+                    channel.transport.abortConnection()
+                else:
+                    # Answered in full: close once the last bytes (a stream's
+                    # [DONE]) are sent; an abort would drop what is buffered.
+                    channel.transport.loseConnection()
             for pacer in self.core.pacers():
                 pacer.stop()
+            closed: Deferred[None] = Deferred()
+            _when_closed(self.clock, site, closed, self.clock.seconds() + _FLUSH_TIMEOUT)
+            return closed
+
+        def stopped(_: object) -> None:
             clean_exit(self.clock)
             _log.info("stopped")
 
         drained.addCallback(close_rest)
+        drained.addCallback(stopped)
         return gatherResults([stopped_listening, drained])
 
 
@@ -119,6 +131,23 @@ def clean_exit(reactor: object) -> None:
     """
     if getattr(reactor, "_exitSignal", None) is not None:
         reactor._exitSignal = None  # type: ignore[attr-defined]
+
+
+#: Seconds closed connections get to flush their last bytes at shutdown.
+_FLUSH_TIMEOUT = 1.0
+
+
+def _when_closed(clock: Any, site: MockSite, closed: Deferred[None], deadline: float) -> None:
+    """
+    Fire ``closed`` once every connection is gone (the reactor would cut off
+    unsent data when it shuts down), aborting stragglers at ``deadline``.
+    """
+    if site.channels and clock.seconds() < deadline:
+        clock.callLater(0.01, _when_closed, clock, site, closed, deadline)
+        return
+    for channel in list(site.channels):
+        channel.transport.abortConnection()
+    closed.callback(None)
 
 
 def _fire(d: Deferred[None]) -> None:

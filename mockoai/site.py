@@ -40,6 +40,10 @@ class MockRequest(server.Request):
     site: MockSite
 
     def process(self) -> None:
+        if self.channel._refused:
+            # The rest of a chunked body arrived with its end after the 413
+            # went out: the request was never read whole and must not run.
+            return
         self.site = self.channel.site
         self._counted = True
         self.site.handle(self)
@@ -183,6 +187,12 @@ class MockSite(server.Site):
         self.active += 1
         if self.draining:
             request.setHeader(b"Connection", b"close")
+            # ...and close it once this answer is out: twisted.web decides from
+            # the client's headers only, the lean stack from keep_alive.
+            if hasattr(request, "keep_alive"):
+                request.keep_alive = False
+            else:
+                request.channel.persistent = False
             if request.path != _HEALTH:
                 error = errors.draining()
                 request.setResponseCode(error.status)

@@ -37,15 +37,20 @@ def timeline(plan: Plan, events: EventStream) -> Iterator[tuple[float, Emit]]:
     if len(plan.choices) == 1:
         yield from _choice_timeline(plan, plan.choices[0], events)
         return
-    keyed = (
-        (
-            (due, choice.index, n, emit)
-            for n, (due, emit) in enumerate(_choice_timeline(plan, choice, events))
-        )
-        for choice in plan.choices
-    )
+    keyed = (_keyed(plan, choice, events) for choice in plan.choices)
     for due, _index, _n, emit in heapq.merge(*keyed):
         yield due, emit
+
+
+def _keyed(
+    plan: Plan, choice: ChoicePlan, events: EventStream
+) -> Iterator[tuple[float, int, int, Emit]]:
+    # A function, not a nested generator expression: that one read
+    # ``choice.index`` lazily, after the loop had moved on to the last choice,
+    # so every choice got the same key and ties compared the emit callables.
+    index = choice.index
+    for n, (due, emit) in enumerate(_choice_timeline(plan, choice, events)):
+        yield due, index, n, emit
 
 
 def _choice_timeline(
@@ -97,7 +102,11 @@ class StreamProducer:
         self._waiter = None
         if self._paused or self._stopped:
             return
-        now = self.clock.seconds() - self._t0 + self.pacer.slack
+        # Absolute times, compared exactly as the Pacer compares them: with
+        # ``(t0 + due) - t0 < due`` in floats, a relative test could find an
+        # event the Pacer just ran "not yet due" and re-arm it forever.
+        now = self.clock.seconds() + self.pacer.slack
+        t0 = self._t0
         pieces: Pieces = []
         while True:
             upcoming = self._next
@@ -108,7 +117,7 @@ class StreamProducer:
                     self._finish()
                     return
             due, emit = upcoming
-            if due > now:
+            if t0 + due > now:
                 self._next = upcoming
                 break
             self._next = None
@@ -120,7 +129,7 @@ class StreamProducer:
                     return
         self._write(pieces)
         if not (self._paused or self._stopped):
-            self._waiter = self.pacer.at(self._t0 + due, self._run)
+            self._waiter = self.pacer.at(t0 + due, self._run)
 
     def _write(self, pieces: Pieces) -> None:
         if pieces and not self._stopped:

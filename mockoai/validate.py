@@ -83,12 +83,14 @@ def _optional_number(body: dict[str, object], name: str, low: float, high: float
         raise errors.above_max(name, high, value, decimal=True)
 
 
-def _optional_bool(body: dict[str, object], name: str, default: bool = False) -> bool:
+def _optional_bool(
+    body: dict[str, object], name: str, default: bool = False, where: str = ""
+) -> bool:
     value = body.get(name)
     if value is None:
         return default
     if type(value) is not bool:
-        raise errors.invalid_type(name, "a boolean", value)
+        raise errors.invalid_type(where + name, "a boolean", value)
     return value
 
 
@@ -135,9 +137,11 @@ def _common(
                 "stream_options",
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             )
-        include_usage = _optional_bool(options, "include_usage")
-        continuous = _optional_bool(options, "continuous_usage_stats")
-        obfuscation = _optional_bool(options, "include_obfuscation", True)
+        # Nested fields are named by their full path, as OpenAI names them.
+        where = "stream_options."
+        include_usage = _optional_bool(options, "include_usage", where=where)
+        continuous = _optional_bool(options, "continuous_usage_stats", where=where)
+        obfuscation = _optional_bool(options, "include_obfuscation", True, where)
 
     n = _optional_int(body, "n", 1, max_n) or 1
     max_tokens = _optional_int(body, "max_tokens", 1)
