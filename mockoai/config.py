@@ -20,6 +20,10 @@ from typing import Any
 
 import attrs
 
+from mockoai import latency
+from mockoai.engine import EngineConfig
+from mockoai.latency import Distribution, LatencyModel
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - PyPy 3.10
@@ -30,6 +34,18 @@ ENV_PREFIX = "MOCKOAI_"
 CHAT = "chat"
 COMPLETIONS = "completions"
 ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS})
+
+
+_NO_DELAY = latency.constant(0.0)
+
+
+def _as_distribution(value: object) -> Distribution:
+    """Settings(itl=0.02) means a constant 20 ms, as the parsed forms do."""
+    if isinstance(value, Distribution):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return latency.constant(float(value))
+    raise TypeError(f"expected a Distribution or seconds, got {value!r}")
 
 
 class ConfigError(Exception):
@@ -47,6 +63,8 @@ class ModelSpec:
     owned_by: str = "mockoai"
     created: int = 1700000000
     endpoints: frozenset[str] = ENDPOINT_KINDS
+    #: Per-model values of L{PER_MODEL} settings (parsed), overriding the globals.
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 _CHAT_ONLY = frozenset({CHAT})
@@ -74,8 +92,16 @@ class Settings:
     tokens_stddev: float = 64.0
     max_output_tokens: int = 4096
     stream_tokens: tuple[int, int] = (1, 1)
-    response_delay: float = 0.0  # seconds (configured in ms)
-    itl: float = 0.0  # seconds (configured in ms)
+    response_delay: Distribution = attrs.field(default=_NO_DELAY, converter=_as_distribution)
+    itl: Distribution = attrs.field(default=_NO_DELAY, converter=_as_distribution)
+    prefill_per_token: float = 0.0  # seconds per prompt token (configured in ms)
+    max_running: int = 0
+    max_waiting: int = 1024
+    queue_timeout: float = 0.0
+    reject_status: int = 429
+    timeout_status: int = 503
+    batch_slowdown: float = 0.0
+    max_tokens_per_s: float = 0.0
     max_body_size: int = 16 * 1024 * 1024
     grace_period: float = 10.0
     idle_timeout: float = 60.0
@@ -92,6 +118,49 @@ class Settings:
             if spec.id == model_id:
                 return spec
         return None
+
+    def profile(self, spec: ModelSpec | None = None) -> ModelProfile:
+        """Everything that shapes one model's answers: globals, then its overrides."""
+        values = {name: getattr(self, name) for name in PER_MODEL}
+        if spec is not None:
+            values.update(spec.overrides)
+        return ModelProfile(**values)
+
+
+@attrs.frozen
+class ModelProfile:
+    """One model's output lengths, latency and engine, resolved."""
+
+    tokens_mean: float
+    tokens_stddev: float
+    max_output_tokens: int
+    stream_tokens: tuple[int, int]
+    response_delay: Distribution
+    itl: Distribution
+    prefill_per_token: float
+    max_running: int
+    max_waiting: int
+    queue_timeout: float
+    reject_status: int
+    timeout_status: int
+    batch_slowdown: float
+    max_tokens_per_s: float
+
+    @property
+    def latency(self) -> LatencyModel:
+        return LatencyModel(self.response_delay, self.itl, self.prefill_per_token)
+
+    @property
+    def engine(self) -> EngineConfig:
+        return EngineConfig(
+            max_running=self.max_running,
+            max_waiting=self.max_waiting,
+            queue_timeout=self.queue_timeout,
+            reject_status=self.reject_status,
+            timeout_status=self.timeout_status,
+            batch_slowdown=self.batch_slowdown,
+            max_tokens_per_s=self.max_tokens_per_s,
+        )
 
 
 # --- value parsers: each takes a CLI/env string or a native TOML value ---
@@ -129,6 +198,16 @@ def _integer(low: int, high: int) -> Callable[[object], int]:
 
 def _milliseconds(value: object) -> float:
     return _number(0.0, 3_600_000.0)(value) / 1000.0
+
+
+def _status(*allowed: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        status = _integer(100, 599)(value)
+        if status not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {status}")
+        return status
+
+    return parse
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])i?b?|b)?\s*$", re.IGNORECASE)
@@ -229,9 +308,16 @@ def _model(value: object) -> ModelSpec:
         owner = value.split("/", 1)[0] if "/" in value else "mockoai"
         return ModelSpec(value, owned_by=owner)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"id", "owned_by", "created", "endpoints"}
+        unknown = set(value) - {"id", "owned_by", "created", "endpoints", *PER_MODEL}
         if unknown:
             raise ValueError(f"unknown model key(s) {', '.join(sorted(unknown))}")
+        overrides = []
+        for key in PER_MODEL:
+            if key in value:
+                try:
+                    overrides.append((key, FIELDS_BY_NAME[key].parse(value[key])))
+                except ValueError as e:
+                    raise ValueError(f"{key}: {e}") from None
         base = _model(value.get("id"))
         endpoints = value.get("endpoints", sorted(ENDPOINT_KINDS))
         kinds = frozenset(_strings(endpoints))
@@ -242,6 +328,7 @@ def _model(value: object) -> ModelSpec:
             owned_by=_text(value.get("owned_by", base.owned_by)),
             created=_integer(0, 2**40)(value.get("created", base.created)),
             endpoints=kinds,
+            overrides=tuple(overrides),
         )
     raise ValueError(f"expected a model id or table, got {value!r}")
 
@@ -319,11 +406,55 @@ FIELDS: tuple[Field, ...] = (
     Field("stream_tokens", _range, "Tokens per SSE event, a range like 1-4.", metavar="A-B"),
     Field(
         "response_delay",
+        latency.parse,
+        "Time to first token in ms, or a distribution: normal:200:20, lognormal:MEAN:SD, "
+        "uniform:LO:HI, p50=180,p99=400 (non-streaming waits the same total).",
+        metavar="MS|DIST",
+    ),
+    Field("itl", latency.parse, "Inter-token latency in ms, or a distribution.", metavar="MS|DIST"),
+    Field(
+        "prefill_per_token",
         _milliseconds,
-        "Time to first token in milliseconds (non-streaming waits the same total).",
+        "Extra time to first token per prompt token, in ms (prefill cost).",
         metavar="MS",
     ),
-    Field("itl", _milliseconds, "Inter-token latency in milliseconds.", metavar="MS"),
+    Field(
+        "max_running",
+        _integer(0, 100_000),
+        "Engine: sequences decoded together (vLLM's max-num-seqs); 0 = no engine, "
+        "every request paced on its own.",
+        metavar="N",
+    ),
+    Field(
+        "max_waiting",
+        _integer(0, 1_000_000),
+        "Engine: queued requests beyond running.",
+        metavar="N",
+    ),
+    Field(
+        "queue_timeout",
+        _number(0, 86400),
+        "Engine: seconds a request may wait queued (0 = no limit).",
+        metavar="S",
+    ),
+    Field(
+        "reject_status", _status(429, 503), "Engine: status when the queue is full.", metavar="CODE"
+    ),
+    Field(
+        "timeout_status", _status(503, 504), "Engine: status on a queue timeout.", metavar="CODE"
+    ),
+    Field(
+        "batch_slowdown",
+        _number(0, 100),
+        "Engine: k in step = itl * (1 + k * (batch - 1) / max_running).",
+        metavar="K",
+    ),
+    Field(
+        "max_tokens_per_s",
+        _number(0, 10_000_000),
+        "Engine: token throughput ceiling across all streams (0 = none).",
+        metavar="N",
+    ),
     Field("max_body_size", _size, "Largest request body accepted (413 above).", metavar="SIZE"),
     Field(
         "grace_period",
@@ -357,6 +488,23 @@ FIELDS: tuple[Field, ...] = (
     ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+#: Settings a [[models]] table may set for that model alone.
+PER_MODEL = (
+    "tokens_mean",
+    "tokens_stddev",
+    "max_output_tokens",
+    "stream_tokens",
+    "response_delay",
+    "itl",
+    "prefill_per_token",
+    "max_running",
+    "max_waiting",
+    "queue_timeout",
+    "reject_status",
+    "timeout_status",
+    "batch_slowdown",
+    "max_tokens_per_s",
+)
 
 
 def _read_profile(path: str) -> dict[str, object]:
@@ -468,8 +616,10 @@ def describe(settings: Settings) -> str:
             continue
         value = getattr(settings, field.name)
         if field.name == "models":
-            value = ",".join(m.id for m in value)
+            value = ",".join(m.id + ("*" if m.overrides else "") for m in value)
         elif field.name in ("response_delay", "itl"):
+            value = f"{value.describe()}ms"
+        elif field.name == "prefill_per_token":
             value = f"{value * 1000:g}ms"
         elif field.name == "stream_tokens":
             value = f"{value[0]}-{value[1]}"

@@ -14,8 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from mockoai import corpus as corpus_module
 from mockoai import errors
-from mockoai.config import ENDPOINT_KINDS, ModelSpec, Settings
+from mockoai.config import ENDPOINT_KINDS, ModelProfile, ModelSpec, Settings
 from mockoai.corpus import Corpus
+from mockoai.engine import Engine
 from mockoai.ids import IdMaker
 from mockoai.pacing import Pacer
 from mockoai.render import Renderer, model_object, models_list
@@ -27,10 +28,14 @@ _ADHOC_CACHE = 1024
 
 @attrs.define
 class ServedModel:
+    """A model as served: its profile, templates, clock and (maybe) engine."""
+
     spec: ModelSpec
+    profile: ModelProfile
     renderer: Renderer
     pacer: Pacer
     card: bytes
+    engine: Engine | None = None
 
 
 class Core:
@@ -53,14 +58,22 @@ class Core:
         self.models = {spec.id: self._serve(spec) for spec in settings.models}
         self._adhoc: dict[str, ServedModel] = {}
         self._adhoc_pacer = Pacer(clock, slack)
+        self._adhoc_engine: Engine | None = None
         self.models_body = models_list([(m.id, m.created, m.owned_by) for m in settings.models])
 
     def _serve(self, spec: ModelSpec, pacer: Pacer | None = None) -> ServedModel:
+        profile = self.settings.profile(spec)
+        pacer = pacer or Pacer(self.clock, self._slack)
+        engine = None
+        if profile.engine.enabled:
+            engine = Engine(pacer, profile.latency, profile.engine, model=spec.id)
         return ServedModel(
             spec,
+            profile,
             Renderer(spec.id, self.settings.system_fingerprint, self.corpus),
-            pacer or Pacer(self.clock, self._slack),
+            pacer,
             model_object(spec.id, spec.created, spec.owned_by),
+            engine,
         )
 
     def model(self, name: str, kind: str | None = None) -> ServedModel:
@@ -73,12 +86,25 @@ class Core:
             if served is None:
                 owner = name.split("/", 1)[0] if "/" in name else "mockoai"
                 spec = ModelSpec(name, owner, int(time.time()), ENDPOINT_KINDS)
-                served = self._serve(spec, self._adhoc_pacer)
+                served = self._adhoc_model(spec)
                 if len(self._adhoc) < _ADHOC_CACHE:
                     self._adhoc[name] = served
         if kind is not None and kind not in served.spec.endpoints:
             raise errors.wrong_endpoint(kind)
         return served
+
+    def _adhoc_model(self, spec: ModelSpec) -> ServedModel:
+        """Ad-hoc names share one pacer and one engine: one server behind them all."""
+        served = self._serve(spec, self._adhoc_pacer)
+        if served.engine is not None:
+            if self._adhoc_engine is None:
+                self._adhoc_engine = served.engine
+            served.engine = self._adhoc_engine
+        return served
+
+    def engines(self) -> list[Engine]:
+        engines = [m.engine for m in self.models.values() if m.engine is not None]
+        return engines + ([self._adhoc_engine] if self._adhoc_engine else [])
 
     def pacers(self) -> list[Pacer]:
         return [m.pacer for m in self.models.values()] + [self._adhoc_pacer]

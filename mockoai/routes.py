@@ -23,7 +23,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from mockoai import errors, validate
 from mockoai.config import CHAT, COMPLETIONS
 from mockoai.core import Core
-from mockoai.stream import StreamProducer, delayed
+from mockoai.stream import StreamProducer, completed, delayed
 from mockoai.validate import GenerationRequest
 
 JSON = b"application/json"
@@ -77,8 +77,10 @@ class MockOAI:
     ) -> Result:
         wanted = parse(validate.parse_body(request.content.read()))
         model = self.core.model(wanted.model, kind)
-        plan = self.core.planner.plan(wanted)
-        created = int(self.core.clock.seconds())
+        plan = self.core.planner.plan(wanted, model.profile)
+        clock = self.core.clock
+        arrived = clock.seconds()
+        created = int(arrived)
         rid = self.core.ids.completion()
         renderer = model.renderer
         if wanted.stream:
@@ -87,12 +89,18 @@ class MockOAI:
             events = (renderer.chat_stream if kind == CHAT else renderer.completion_stream)(
                 plan, rid, created
             )
-            return StreamProducer(request, plan, events, model.pacer).start()
+            return StreamProducer(request, plan, events, model.pacer, model.engine).start()
         request.setHeader(b"Content-Type", JSON)
-        duration = plan.duration()
-        request.setHeader(b"openai-processing-ms", b"%d" % round(duration * 1000))
         body = renderer.chat_body if kind == CHAT else renderer.completion_body
-        return delayed(model.pacer, duration, lambda: body(plan, rid, created))
+
+        def render() -> bytes:
+            elapsed = clock.seconds() - arrived
+            request.setHeader(b"openai-processing-ms", b"%d" % round(elapsed * 1000))
+            return body(plan, rid, created)
+
+        if model.engine is not None:
+            return completed(model.engine, plan, render)
+        return delayed(model.pacer, plan.duration(), render)
 
     # Errors: the same envelopes whichever resource dispatched the request.
 

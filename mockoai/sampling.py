@@ -17,8 +17,9 @@ import attrs
 import numpy as np
 
 from mockoai import errors
-from mockoai.config import Settings
+from mockoai.config import ModelProfile, Settings
 from mockoai.corpus import ARTICLE_LEAD, Corpus
+from mockoai.latency import Timing
 from mockoai.validate import GenerationRequest
 
 STOP = "stop"
@@ -45,6 +46,7 @@ class ChoicePlan:
         "finish_reason",
         "first",
         "index",
+        "profile",
         "start",
         "tokens",
     )
@@ -59,8 +61,10 @@ class ChoicePlan:
         first: int,
         planner: Planner,
         draws: Draws,
+        profile: ModelProfile,
     ) -> None:
         self.index = index
+        self.profile = profile
         self.tokens = tokens
         self.finish_reason = finish_reason
         self.start = start
@@ -97,10 +101,10 @@ class Draws:
     request (each costs ~1-3 us of overhead).
     """
 
-    __slots__ = ("_block", "_normals", "_rng", "_uniforms")
+    __slots__ = ("_block", "_normals", "_uniforms", "rng")
 
     def __init__(self, rng: np.random.Generator, block: int = 8192) -> None:
-        self._rng = rng
+        self.rng = rng
         self._block = block
         self._normals: list[float] = []
         self._uniforms: list[float] = []
@@ -108,13 +112,13 @@ class Draws:
     def normal(self) -> float:
         """A standard normal deviate."""
         if not self._normals:
-            self._normals = self._rng.standard_normal(self._block).tolist()
+            self._normals = self.rng.standard_normal(self._block).tolist()
         return self._normals.pop()
 
     def below(self, n: int) -> int:
         """A uniform integer in [0, n)."""
         if not self._uniforms:
-            self._uniforms = self._rng.random(self._block).tolist()
+            self._uniforms = self.rng.random(self._block).tolist()
         return int(self._uniforms.pop() * n)
 
 
@@ -124,8 +128,16 @@ class Plan:
 
     request: GenerationRequest
     choices: list[ChoicePlan]
-    ttft: float
-    itl: float
+    timing: Timing
+
+    @property
+    def ttft(self) -> float:
+        return self.timing.ttft
+
+    @property
+    def tokens(self) -> int:
+        """The longest choice: how long the engine works on this request."""
+        return max((c.tokens for c in self.choices), default=0)
 
     @property
     def prompt_tokens(self) -> int:
@@ -137,8 +149,7 @@ class Plan:
 
     def duration(self) -> float:
         """When the last token is out: what a non-streaming answer waits."""
-        longest = max((c.tokens for c in self.choices), default=0)
-        return self.ttft + max(longest - 1, 0) * self.itl
+        return self.timing.at(self.tokens - 1)
 
 
 class Planner:
@@ -148,14 +159,15 @@ class Planner:
         self.corpus = corpus
         self.settings = settings
         self._draws = Draws(np.random.default_rng(seed))
+        self._profile = settings.profile()
         self._lead = len(ARTICLE_LEAD)
         # Plain-int views: indexing numpy arrays from Python costs ~100 ns
         # and returns numpy scalars.
         self._offsets = memoryview(corpus.offsets)
         self._articles: list[int] = corpus.article_tokens.tolist()
 
-    def limit(self, request: GenerationRequest) -> int:
-        cap = self.settings.max_output_tokens
+    def limit(self, request: GenerationRequest, cap: int | None = None) -> int:
+        cap = self.settings.max_output_tokens if cap is None else cap
         if request.max_tokens is None:
             return cap
         if request.max_tokens > cap:
@@ -168,15 +180,15 @@ class Planner:
             )
         return request.max_tokens
 
-    def plan(self, request: GenerationRequest) -> Plan:
-        limit = self.limit(request)
+    def plan(self, request: GenerationRequest, profile: ModelProfile | None = None) -> Plan:
+        profile = profile or self._profile
+        limit = self.limit(request, profile.max_output_tokens)
         if request.seed is None:
             draws = self._draws
         else:
             # numpy takes non-negative seeds only; OpenAI's seed is any int64.
             draws = Draws(np.random.default_rng(request.seed % 2**64), block=64)
-        settings = self.settings
-        mean, stddev = settings.tokens_mean, settings.tokens_stddev
+        mean, stddev = profile.tokens_mean, profile.tokens_stddev
         floor = min(max(request.min_tokens, 1), limit)
         offsets = self._offsets
         articles = self._articles
@@ -206,15 +218,21 @@ class Planner:
                     end = cut
                     finish = STOP
                     length = 0 if cut == start else bisect_left(offsets, cut) - first
-            choices.append(ChoicePlan(index, length, finish, start, end, first, self, draws))
-        return Plan(request, choices, settings.response_delay, settings.itl)
+            choices.append(
+                ChoicePlan(index, length, finish, start, end, first, self, draws, profile)
+            )
+        model = profile.latency
+        rng = draws.rng
+        ttft = model.first_token(rng, request.prompt_tokens)
+        longest = max((c.tokens for c in choices), default=0)
+        return Plan(request, choices, model.times(rng, ttft, longest))
 
     def partition(self, choice: ChoicePlan, draws: Draws) -> tuple[list[int], list[int]]:
         """Split a choice into stream events of --stream-tokens tokens each."""
         length = choice.tokens
         if not length:
             return [choice.start], []
-        low, high = self.settings.stream_tokens
+        low, high = choice.profile.stream_tokens
         if low == high:
             counts = list(range(low, length, low))
         else:

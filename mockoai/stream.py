@@ -3,11 +3,15 @@
 Writing an answer out over time: the SSE producer, and the timed
 non-streaming reply.
 
-Token ``t`` of a choice (0-based) is produced at ``ttft + t * itl`` after the
-request arrives; an event leaves when its last token is produced.  Streams
-are driven by the model's shared L{Pacer}, never by a timer of their own,
-and are C{IPushProducer}s: a slow reader pauses them (the events due in the
-meantime go out together on resume), and a disconnect stops them at once.
+Every event waits for a token: the role chunk and the first content chunk
+for the first, each content chunk for its last, the finish chunk for the
+choice's last.  What "token t is out" means depends on the model: with no
+engine, token ``t`` is out at ``timing.at(t)`` after the request arrived and
+the model's shared L{Pacer} wakes the stream then (never a timer of its
+own); with an L{Engine}, the engine says when, step by step.  Streams are
+C{IPushProducer}s: a slow reader pauses them (what falls due meanwhile goes
+out together on resume), and a disconnect stops them at once -- and frees
+their place in the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from mockoai.engine import Engine, Sequence
+from mockoai.errors import APIError
 from mockoai.pacing import Pacer, Waiter
 from mockoai.render import EventStream, Pieces
 from mockoai.sampling import ChoicePlan, Plan
@@ -32,42 +38,44 @@ _WRITE_BATCH = 384
 Emit = Callable[[], Pieces]
 
 
-def timeline(plan: Plan, events: EventStream) -> Iterator[tuple[float, Emit]]:
-    """Every event of the answer with the time it is due, in order."""
+def token_timeline(plan: Plan, events: EventStream) -> Iterator[tuple[int, Emit]]:
+    """Every event of the answer with the number of tokens it waits for, in order."""
     if len(plan.choices) == 1:
-        yield from _choice_timeline(plan, plan.choices[0], events)
+        yield from _choice_timeline(plan.choices[0], events)
         return
-    keyed = (_keyed(plan, choice, events) for choice in plan.choices)
-    for due, _index, _n, emit in heapq.merge(*keyed):
-        yield due, emit
+    keyed = (_keyed(choice, events) for choice in plan.choices)
+    for need, _index, _n, emit in heapq.merge(*keyed):
+        yield need, emit
 
 
-def _keyed(
-    plan: Plan, choice: ChoicePlan, events: EventStream
-) -> Iterator[tuple[float, int, int, Emit]]:
+def timeline(plan: Plan, events: EventStream) -> Iterator[tuple[float, Emit]]:
+    """Every event with the time it is due (no engine), in order."""
+    at = plan.timing.at
+    for need, emit in token_timeline(plan, events):
+        yield at(need - 1), emit
+
+
+def _keyed(choice: ChoicePlan, events: EventStream) -> Iterator[tuple[int, int, int, Emit]]:
     # A function, not a nested generator expression: that one read
     # ``choice.index`` lazily, after the loop had moved on to the last choice,
     # so every choice got the same key and ties compared the emit callables.
     index = choice.index
-    for n, (due, emit) in enumerate(_choice_timeline(plan, choice, events)):
-        yield due, index, n, emit
+    for n, (need, emit) in enumerate(_choice_timeline(choice, events)):
+        yield need, index, n, emit
 
 
-def _choice_timeline(
-    plan: Plan, choice: ChoicePlan, events: EventStream
-) -> Iterator[tuple[float, Emit]]:
-    ttft, itl = plan.ttft, plan.itl
+def _choice_timeline(choice: ChoicePlan, events: EventStream) -> Iterator[tuple[int, Emit]]:
     counts = choice.counts
-    yield ttft + (counts[0] - 1) * itl if counts else ttft, lambda: events.opening(choice)
+    # A choice cut to nothing by a stop string still waits for its first token.
+    yield (counts[0] if counts else 1), lambda: events.opening(choice)
     for i, count in enumerate(counts):
-        yield ttft + (count - 1) * itl, lambda i=i: events.content(choice, i)  # type: ignore[misc]
-    last = ttft + (counts[-1] - 1) * itl if counts else ttft
-    yield last, lambda: events.finish(choice)
+        yield count, lambda i=i: events.content(choice, i)  # type: ignore[misc]
+    yield (counts[-1] if counts else 1), lambda: events.finish(choice)
 
 
 @implementer(IPushProducer)
 class StreamProducer:
-    """Writes one SSE answer to one request, paced by a shared L{Pacer}."""
+    """Writes one SSE answer to one request, as its tokens come out."""
 
     def __init__(
         self,
@@ -75,38 +83,91 @@ class StreamProducer:
         plan: Plan,
         events: EventStream,
         pacer: Pacer,
+        engine: Engine | None = None,
     ) -> None:
         self.request = request
+        self.plan = plan
         self.events = events
         self.pacer = pacer
+        self.engine = engine
         self.clock: IReactorTime = pacer.clock
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
-        self._timeline = timeline(plan, events)
-        self._next: tuple[float, Emit] | None = None
+        self._timeline = token_timeline(plan, events)
+        self._next: tuple[int, Emit] | None = None
         self._waiter: Waiter | None = None
+        self._sequence: Sequence | None = None
+        self._produced = 0
+        self._started = False
         self._paused = False
         self._stopped = False
         self._t0 = 0.0
 
     def start(self) -> Deferred[None]:
-        """Send the headers now and the events as they fall due."""
+        """
+        Queue in the engine (raising the L{APIError} of a refusal before
+        anything is sent), or start at once; the headers go out on admission.
+        """
         self._t0 = self.clock.seconds()
         request = self.request
         request.registerProducer(self, True)
-        request.notifyFinish().addErrback(self._lost)
-        request.write(b"")  # headers go out at once, as OpenAI's do
-        self._run()
+        if self.engine is not None:
+            sequence = Sequence(
+                self, len(self.plan.choices), self.plan.tokens, self.plan.prompt_tokens
+            )
+            try:
+                self.engine.submit(sequence)
+            except APIError:
+                request.unregisterProducer()
+                self._stopped = True
+                raise
+            self._sequence = sequence
+        else:
+            self.admitted()
+        if not self._stopped:
+            request.notifyFinish().addErrback(self._lost)
         return self.done
+
+    # engine listener
+
+    def admitted(self) -> None:
+        self._started = True
+        self.request.write(b"")  # headers go out now, as OpenAI's do
+        if self.engine is None:
+            self._run()
+
+    def advanced(self, produced: int) -> None:
+        self._produced = produced
+        self._run()
+
+    def failed(self, error: APIError) -> None:
+        """Queued too long: nothing was sent yet, so answer with the error."""
+        if self._stopped:
+            return
+        self._stopped = True
+        request = self.request
+        request.setResponseCode(error.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        for name, value in error.headers:
+            request.setHeader(name, value)
+        body = error.body()
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.unregisterProducer()
+        request.write(body)
+        request.finish()
+        self.done.callback(None)
 
     def _run(self) -> None:
         self._waiter = None
-        if self._paused or self._stopped:
+        if self._paused or self._stopped or not self._started:
             return
         # Absolute times, compared exactly as the Pacer compares them: with
         # ``(t0 + due) - t0 < due`` in floats, a relative test could find an
         # event the Pacer just ran "not yet due" and re-arm it forever.
+        paced = self.engine is None
         now = self.clock.seconds() + self.pacer.slack
+        at = self.plan.timing.at
         t0 = self._t0
+        produced = self._produced
         pieces: Pieces = []
         while True:
             upcoming = self._next
@@ -116,8 +177,8 @@ class StreamProducer:
                     self._write(pieces)
                     self._finish()
                     return
-            due, emit = upcoming
-            if t0 + due > now:
+            need, emit = upcoming
+            if (t0 + at(need - 1) > now) if paced else (need > produced):
                 self._next = upcoming
                 break
             self._next = None
@@ -128,8 +189,8 @@ class StreamProducer:
                 if self._paused or self._stopped:
                     return
         self._write(pieces)
-        if not (self._paused or self._stopped):
-            self._waiter = self.pacer.at(t0 + due, self._run)
+        if paced and not (self._paused or self._stopped):
+            self._waiter = self.pacer.at(t0 + at(need - 1), self._run)
 
     def _write(self, pieces: Pieces) -> None:
         if pieces and not self._stopped:
@@ -168,8 +229,46 @@ class StreamProducer:
         if self._waiter is not None:
             self.pacer.cancel(self._waiter)
             self._waiter = None
+        if self.engine is not None and self._sequence is not None:
+            self.engine.cancel(self._sequence)
         if not self.done.called:
             self.done.callback(None)
+
+
+def completed(engine: Engine, plan: Plan, render: Callable[[], bytes]) -> Deferred[bytes]:
+    """A non-streaming body, released when the engine has produced it all."""
+    sequence: Sequence | None = None
+
+    def cancel(d: Deferred[bytes]) -> None:
+        if sequence is not None:
+            engine.cancel(sequence)
+
+    d: Deferred[bytes] = Deferred(cancel)
+    sequence = Sequence(
+        _Completion(d, plan.tokens, render), len(plan.choices), plan.tokens, plan.prompt_tokens
+    )
+    engine.submit(sequence)
+    return d
+
+
+class _Completion:
+    """Engine listener for a non-streaming answer."""
+
+    def __init__(self, d: Deferred[bytes], tokens: int, render: Callable[[], bytes]) -> None:
+        self.d = d
+        self.tokens = max(tokens, 1)
+        self.render = render
+
+    def admitted(self) -> None:
+        pass
+
+    def advanced(self, produced: int) -> None:
+        if produced >= self.tokens and not self.d.called:
+            self.d.callback(self.render())
+
+    def failed(self, error: APIError) -> None:
+        if not self.d.called:
+            self.d.errback(error)
 
 
 def delayed(pacer: Pacer, delay: float, render: Callable[[], bytes]) -> bytes | Deferred[bytes]:
