@@ -111,6 +111,7 @@ class Engine:
         self.last_step = 0.0
         self._step: Waiter | None = None
         self._batch: list[Sequence] = []
+        self._step_end = 0.0
         self._ending = False
 
     @property
@@ -240,8 +241,13 @@ class Engine:
             step = max(step, batch / config.max_tokens_per_s)
         return step
 
-    def _start_step(self) -> None:
-        """Decode the running sequences and prefill those that joined since."""
+    def _start_step(self, after: float | None = None) -> None:
+        """
+        Decode the running sequences and prefill those that joined since.
+        Back-to-back steps are timed from the previous step's scheduled end,
+        not from when the reactor got round to it, so a late timer does not
+        slow the simulated engine down.
+        """
         running = sum(s.width for s in self.running)
         duration = self._decode_time(running) if running else 0.0
         if self.joining:
@@ -253,7 +259,9 @@ class Engine:
         self._batch = self.running + self.joining
         self.joining = []
         self.last_step = duration
-        self._step = self.pacer.after(duration, self._end_step)
+        start = self.clock.seconds() if after is None else after
+        self._step_end = start + duration
+        self._step = self.pacer.at(self._step_end, self._end_step)
 
     def _end_step(self) -> None:
         self._step = None
@@ -279,4 +287,4 @@ class Engine:
         finally:
             self._ending = False
         if (self.running or self.joining) and self._step is None:
-            self._start_step()
+            self._start_step(after=self._step_end)
