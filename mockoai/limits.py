@@ -310,11 +310,9 @@ class RateLimits:
         requests = self.requests.get(key, now) if self.requests is not None else None
         token_bucket = self.tokens.get(key, now) if self.tokens is not None else None
         by_ip = self.ips.get(ip, now) if self.ips is not None and ip is not None else None
-        where = (
-            f"for {model} in organization {self.organization}"
-            if model
-            else (f"in organization {self.organization}")
-        )
+        where = f"in organization {self.organization}"
+        if model:
+            where = f"for {model} {where}"
 
         refusals: list[_Refusal] = []
         if token_bucket is not None and tokens > token_bucket.capacity:

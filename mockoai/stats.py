@@ -108,6 +108,10 @@ class Histogram:
             # The logarithm can land one bucket off at an edge; the bounds
             # are exact, so a value always lies in the bucket it counts in.
             lower = self._lower
+            if value < lower[i]:
+                i -= 1
+            elif value >= lower[i + 1]:
+                i += 1
         elif value >= self._top:
             i = self._last
         else:  # below lowest, negative or NaN
