@@ -65,6 +65,16 @@ class ModelSpec:
     endpoints: frozenset[str] = ENDPOINT_KINDS
     #: Per-model values of L{PER_MODEL} settings (parsed), overriding the globals.
     overrides: tuple[tuple[str, Any], ...] = ()
+    #: OpenRouter mode: USD per prompt and per completion token; the providers
+    #: serving it (the first is the default; none = every configured provider);
+    #: its context window; and the share of its streams that fail, after how
+    #: many tokens.
+    prompt_price: float = 0.0
+    completion_price: float = 0.0
+    providers: tuple[str, ...] = ()
+    context_length: int = 128_000
+    stream_error_rate: float = 0.0
+    stream_error_after: int = 0
 
 
 _CHAT_ONLY = frozenset({CHAT})
@@ -79,6 +89,77 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("gpt-5-mini", "system", 1754425928, _CHAT_ONLY),
     ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, frozenset({COMPLETIONS})),
 )
+#: OpenAI's list prices (USD per prompt, completion token) and context windows,
+#: so OpenRouter mode reports realistic costs out of the box.
+_LIST_PRICES = {
+    "gpt-4o": (2.5e-6, 1e-5, 128_000),
+    "gpt-4o-mini": (1.5e-7, 6e-7, 128_000),
+    "gpt-4.1": (2e-6, 8e-6, 1_047_576),
+    "gpt-4.1-mini": (4e-7, 1.6e-6, 1_047_576),
+    "gpt-4.1-nano": (1e-7, 4e-7, 1_047_576),
+    "o4-mini": (1.1e-6, 4.4e-6, 200_000),
+    "gpt-5": (1.25e-6, 1e-5, 400_000),
+    "gpt-5-mini": (2.5e-7, 2e-6, 400_000),
+    "gpt-3.5-turbo-instruct": (1.5e-6, 2e-6, 4_096),
+}
+
+
+def _priced(spec: ModelSpec) -> ModelSpec:
+    if spec.id not in _LIST_PRICES:
+        return spec
+    prompt, completion, context = _LIST_PRICES[spec.id]
+    return attrs.evolve(
+        spec, prompt_price=prompt, completion_price=completion, context_length=context
+    )
+
+
+DEFAULT_MODELS = tuple(_priced(m) for m in DEFAULT_MODELS)
+
+
+@attrs.frozen
+class ProviderSpec:
+    """
+    An upstream provider OpenRouter mode routes to.  ``price`` multiplies a
+    model's prices on this provider; ``latency`` (seconds) and ``throughput``
+    (tokens/s) are what ``provider.sort`` ranks by and ``/endpoints`` reports.
+    """
+
+    name: str
+    price: float = 1.0
+    latency: float = 0.0
+    throughput: float = 0.0
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace(" ", "-")
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.price != 1.0:
+            parts.append(f"price={self.price:g}")
+        if self.latency:
+            parts.append(f"latency={self.latency * 1000:g}")
+        if self.throughput:
+            parts.append(f"throughput={self.throughput:g}")
+        return ":".join(parts)
+
+
+@attrs.frozen
+class FailingSpec:
+    """A model (on one provider, or on all) that answers with ``status`` before any token."""
+
+    model: str
+    provider: str | None = None
+    status: int = 502
+
+    def __str__(self) -> str:
+        where = f"@{self.provider}" if self.provider else ""
+        return f"{self.model}{where}={self.status}"
+
+
+DEFAULT_PROVIDERS = (ProviderSpec("OpenAI"), ProviderSpec("Azure"))
+#: Statuses a failing model may answer with (OpenRouter's upstream errors).
+FAILING_STATUSES = (403, 408, 429, 502, 503)
 
 
 @attrs.frozen
@@ -102,6 +183,10 @@ class Settings:
     timeout_status: int = 503
     batch_slowdown: float = 0.0
     max_tokens_per_s: float = 0.0
+    rpm: int = 0
+    tpm: int = 0
+    ip_rpm: int = 0
+    max_connections: int = 0
     max_body_size: int = 16 * 1024 * 1024
     grace_period: float = 10.0
     idle_timeout: float = 60.0
@@ -111,6 +196,12 @@ class Settings:
     system_fingerprint: str = "fp_6d6f636b6f"
     workers: int = 1
     http: str = "auto"
+    openrouter_providers: tuple[ProviderSpec, ...] = DEFAULT_PROVIDERS
+    openrouter_failing_models: tuple[FailingSpec, ...] = ()
+    openrouter_credit_limit: float | None = None  # USD per API key; None = unlimited
+    openrouter_processing_interval: float = 1.0  # seconds (configured in ms); 0 = off
+    openrouter_generations: int = 10_000
+    openrouter_generation_ttl: float = 3600.0  # seconds
     config: str | None = None
 
     def model(self, model_id: str) -> ModelSpec | None:
@@ -308,7 +399,8 @@ def _model(value: object) -> ModelSpec:
         owner = value.split("/", 1)[0] if "/" in value else "mockoai"
         return ModelSpec(value, owned_by=owner)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"id", "owned_by", "created", "endpoints", *PER_MODEL}
+        known = {"id", "owned_by", "created", "endpoints", *PER_MODEL, *_ROUTER_MODEL_KEYS}
+        unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown model key(s) {', '.join(sorted(unknown))}")
         overrides = []
@@ -329,8 +421,98 @@ def _model(value: object) -> ModelSpec:
             created=_integer(0, 2**40)(value.get("created", base.created)),
             endpoints=kinds,
             overrides=tuple(overrides),
+            **_router_model(value),
         )
     raise ValueError(f"expected a model id or table, got {value!r}")
+
+
+_PRICE = _number(0.0, 1.0)  # USD per token
+_ROUTER_MODEL_KEYS = {
+    "prompt_price": _PRICE,
+    "completion_price": _PRICE,
+    "providers": _strings,
+    "context_length": _integer(1, 100_000_000),
+    "stream_error_rate": _number(0.0, 1.0),
+    "stream_error_after": _integer(0, 10_000_000),
+}
+
+
+def _router_model(table: Mapping[str, object]) -> dict[str, Any]:
+    """The OpenRouter-mode keys of a [[models]] table, parsed."""
+    fields = {}
+    for key, parse in _ROUTER_MODEL_KEYS.items():
+        if key in table:
+            try:
+                fields[key] = parse(table[key])
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
+    return fields
+
+
+def _provider(value: object) -> ProviderSpec:
+    """``Name`` or ``Name:price=1.2:latency=300:throughput=80`` (ms), or a TOML table."""
+    if isinstance(value, str):
+        first, *options = [part.strip() for part in value.split(":")]
+        table: dict[str, object] = {"name": first}
+        for option in options:
+            key, sep, number = option.partition("=")
+            if not sep:
+                raise ValueError(f"expected key=value after the provider name, got {option!r}")
+            table[key.strip()] = number.strip()
+    elif isinstance(value, Mapping):
+        table = dict(value)
+    else:
+        raise ValueError(f"expected a provider name or table, got {value!r}")
+    unknown = set(table) - {"name", "price", "latency", "throughput"}
+    if unknown:
+        raise ValueError(f"unknown provider key(s) {', '.join(sorted(unknown))}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name or "," in name:
+        raise ValueError(f"invalid provider name {name!r}")
+    return ProviderSpec(
+        str(name),
+        price=_number(0.0, 1000.0)(table.get("price", 1.0)),
+        latency=_milliseconds(table.get("latency", 0.0)),
+        throughput=_number(0.0, 10_000_000.0)(table.get("throughput", 0.0)),
+    )
+
+
+def _providers(value: object) -> tuple[ProviderSpec, ...]:
+    items = _strings(value) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"expected a non-empty list of providers, got {value!r}")
+    providers = tuple(_provider(item) for item in items)
+    slugs = [p.slug for p in providers]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError("provider names must be unique")
+    return providers
+
+
+def _failing_models(value: object) -> tuple[FailingSpec, ...]:
+    """``model``, ``model@Provider``, either with ``=STATUS`` (default 502)."""
+    if isinstance(value, (list, tuple)) and not value:
+        return ()
+    failing = []
+    for item in _strings(value):
+        target, sep, status = item.rpartition("=")
+        if not sep:
+            target, status = item, "502"
+        model, at, provider = target.partition("@")
+        if not model or (at and not provider):
+            raise ValueError(f"expected MODEL[@PROVIDER][=STATUS], got {item!r}")
+        code = _integer(100, 599)(status)
+        if code not in FAILING_STATUSES:
+            raise ValueError(
+                f"status must be one of {', '.join(map(str, FAILING_STATUSES))}, got {code}"
+            )
+        failing.append(FailingSpec(model, provider or None, code))
+    return tuple(failing)
+
+
+def _credit_limit(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("unlimited", "none"):
+        return None
+    return _number(0.0, 1e12)(value)
 
 
 def _models(value: object) -> tuple[ModelSpec, ...]:
@@ -475,6 +657,24 @@ FIELDS: tuple[Field, ...] = (
     Field("access_log", _boolean, "Log every request (costs ~20% throughput).", flag=True),
     Field("system_fingerprint", _text, "system_fingerprint sent in responses.", metavar="FP"),
     Field(
+        "rpm", _integer(0, 10**9), "Requests per minute per API key (0 = unlimited).", metavar="N"
+    ),
+    Field(
+        "tpm", _integer(0, 10**12), "Tokens per minute per API key (0 = unlimited).", metavar="N"
+    ),
+    Field(
+        "ip_rpm",
+        _integer(0, 10**9),
+        "Requests per minute per client IP (0 = unlimited).",
+        metavar="N",
+    ),
+    Field(
+        "max_connections",
+        _integer(0, 10**7),
+        "Open connections per process beyond which new ones get a 503 (0 = no cap).",
+        metavar="N",
+    ),
+    Field(
         "workers",
         _workers,
         "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core.",
@@ -485,6 +685,45 @@ FIELDS: tuple[Field, ...] = (
         _http,
         "HTTP/1.1 stack: lean (httptools), twisted (twisted.web), or auto (lean if installed).",
         metavar="STACK",
+    ),
+    Field(
+        "openrouter_providers",
+        _providers,
+        "OpenRouter mode: upstream providers, comma-separated, each Name or "
+        "Name:price=FACTOR:latency=MS:throughput=TOKENS_PER_S. Default OpenAI,Azure.",
+        metavar="LIST",
+    ),
+    Field(
+        "openrouter_failing_models",
+        _failing_models,
+        "OpenRouter mode: models that fail before answering, comma-separated "
+        "MODEL[@PROVIDER][=STATUS] (status 403, 408, 429, 502 or 503; default 502).",
+        metavar="LIST",
+    ),
+    Field(
+        "openrouter_credit_limit",
+        _credit_limit,
+        "OpenRouter mode: USD each API key may spend before it gets 402 (default unlimited).",
+        metavar="USD",
+    ),
+    Field(
+        "openrouter_processing_interval",
+        _milliseconds,
+        "OpenRouter mode: ms between ': OPENROUTER PROCESSING' comments while a stream "
+        "waits for its first token (0 = none).",
+        metavar="MS",
+    ),
+    Field(
+        "openrouter_generations",
+        _integer(1, 10_000_000),
+        "OpenRouter mode: finished generations kept for /api/v1/generation.",
+        metavar="N",
+    ),
+    Field(
+        "openrouter_generation_ttl",
+        _number(1, 30 * 86400),
+        "OpenRouter mode: seconds a finished generation stays queryable.",
+        metavar="S",
     ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
@@ -606,6 +845,20 @@ def _check(settings: Settings) -> None:
             f"--tokens-mean: {settings.tokens_mean:g} is far above "
             f"--max-output-tokens {settings.max_output_tokens}"
         )
+    known = {p.slug for p in settings.openrouter_providers}
+    for spec in settings.models:
+        for name in spec.providers:
+            if name.lower().replace(" ", "-") not in known:
+                raise ConfigError(
+                    f"models: {spec.id} names provider {name!r}, "
+                    "which is not in --openrouter-providers"
+                )
+    for failing in settings.openrouter_failing_models:
+        if failing.provider and failing.provider.lower().replace(" ", "-") not in known:
+            raise ConfigError(
+                f"--openrouter-failing-models: {failing} names provider {failing.provider!r}, "
+                "which is not in --openrouter-providers"
+            )
 
 
 def describe(settings: Settings) -> str:
@@ -619,7 +872,7 @@ def describe(settings: Settings) -> str:
             value = ",".join(m.id + ("*" if m.overrides else "") for m in value)
         elif field.name in ("response_delay", "itl"):
             value = f"{value.describe()}ms"
-        elif field.name == "prefill_per_token":
+        elif field.name in ("prefill_per_token", "openrouter_processing_interval"):
             value = f"{value * 1000:g}ms"
         elif field.name == "stream_tokens":
             value = f"{value[0]}-{value[1]}"

@@ -18,9 +18,12 @@ from mockoai.config import ENDPOINT_KINDS, ModelProfile, ModelSpec, Settings
 from mockoai.corpus import Corpus
 from mockoai.engine import Engine
 from mockoai.ids import IdMaker
+from mockoai.limits import RateLimits
+from mockoai.openrouter.api import OpenRouter
 from mockoai.pacing import Pacer
 from mockoai.render import Renderer, model_object, models_list
 from mockoai.sampling import Planner
+from mockoai.stats import Stats
 
 #: How many ad-hoc model names (--any-model) keep their templates cached.
 _ADHOC_CACHE = 1024
@@ -59,7 +62,11 @@ class Core:
         self._adhoc: dict[str, ServedModel] = {}
         self._adhoc_pacer = Pacer(clock, slack)
         self._adhoc_engine: Engine | None = None
+        self.limits = RateLimits(clock, settings.rpm, settings.tpm, settings.ip_rpm)
+        self.stats = Stats()
         self.models_body = models_list([(m.id, m.created, m.owned_by) for m in settings.models])
+        #: OpenRouter mode (/api/v1): its routing, accounts, generations and templates.
+        self.openrouter = OpenRouter(self)
 
     def _serve(self, spec: ModelSpec, pacer: Pacer | None = None) -> ServedModel:
         profile = self.settings.profile(spec)

@@ -284,6 +284,8 @@ class LeanChannel(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         self.site.channels.discard(self)
+        if getattr(self, "counted", False):
+            self.site.connections.close()
         current, queued = self._current, list(self._queue)
         self._current = None
         self._queue.clear()

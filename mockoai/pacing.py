@@ -47,6 +47,8 @@ class Pacer:
         self._seq = 0
         self._timer: IDelayedCall | None = None
         self._armed_for = float("inf")
+        #: The waiters of the pass being run, so stop() can drop them too.
+        self._ready: list[Waiter] = []
         self.wakeups = 0
 
     def __len__(self) -> int:
@@ -84,6 +86,7 @@ class Pacer:
             waiter = heapq.heappop(heap)
             if waiter.active:
                 ready.append(waiter)
+        self._ready = ready
         # Waiters added by these calls wait for the next pass, never this one,
         # so a call that re-schedules itself "now" cannot spin the reactor.
         self._armed_for = float("-inf")
@@ -96,6 +99,7 @@ class Pacer:
                     except Exception:
                         _log.failure("paced call failed")
         finally:
+            self._ready = []
             self._armed_for = float("inf")
             while heap and not heap[0].active:
                 heapq.heappop(heap)
@@ -104,7 +108,7 @@ class Pacer:
 
     def stop(self) -> None:
         """Drop every waiter and the timer (used at shutdown)."""
-        for waiter in self._heap:
+        for waiter in (*self._heap, *self._ready):
             waiter.active = False
         self._heap.clear()
         if self._timer is not None and self._timer.active():

@@ -14,15 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Union
 
+import ujson
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from mockoai import errors, validate
+from mockoai import errors, limits, validate
 from mockoai.config import CHAT, COMPLETIONS
 from mockoai.core import Core
+from mockoai.openrouter import errors as openrouter_errors
 from mockoai.stream import StreamProducer, completed, delayed
 from mockoai.validate import GenerationRequest
 
@@ -61,6 +63,41 @@ class MockOAI:
         request.setHeader(b"Content-Type", JSON)
         return self.core.model(model_id).card
 
+    # OpenRouter mode: the same simulation under OpenRouter's API.
+
+    @app.route("/api/v1/chat/completions", methods=["POST"])
+    def router_chat_completions(self, request: IRequest) -> Result:
+        return self.core.openrouter.generate(request, CHAT)
+
+    @app.route("/api/v1/completions", methods=["POST"])
+    def router_completions(self, request: IRequest) -> Result:
+        return self.core.openrouter.generate(request, COMPLETIONS)
+
+    @app.route("/api/v1/models", methods=["GET"])
+    def router_models(self, request: IRequest) -> bytes:
+        return self.core.openrouter.models(request)
+
+    @app.route("/api/v1/models/<path:model_id>/endpoints", methods=["GET"])
+    def router_endpoints(self, request: IRequest, model_id: str) -> bytes:
+        return self.core.openrouter.endpoints(request, model_id)
+
+    @app.route("/api/v1/models/<path:model_id>", methods=["GET"])
+    def router_model(self, request: IRequest, model_id: str) -> bytes:
+        return self.core.openrouter.model(request, model_id)
+
+    @app.route("/api/v1/generation", methods=["GET"])
+    def router_generation(self, request: IRequest) -> bytes:
+        return self.core.openrouter.generation(request)
+
+    @app.route("/api/v1/key", methods=["GET"])
+    @app.route("/api/v1/auth/key", methods=["GET"])
+    def router_key(self, request: IRequest) -> bytes:
+        return self.core.openrouter.key(request)
+
+    @app.route("/api/v1/credits", methods=["GET"])
+    def router_credits(self, request: IRequest) -> bytes:
+        return self.core.openrouter.credits(request)
+
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", JSON)
@@ -76,31 +113,69 @@ class MockOAI:
         kind: str,
     ) -> Result:
         wanted = parse(validate.parse_body(request.content.read()))
-        model = self.core.model(wanted.model, kind)
-        plan = self.core.planner.plan(wanted, model.profile)
-        clock = self.core.clock
-        arrived = clock.seconds()
-        created = int(arrived)
-        rid = self.core.ids.completion()
-        renderer = model.renderer
-        if wanted.stream:
-            request.setHeader(b"Content-Type", EVENT_STREAM)
-            request.setHeader(b"Cache-Control", b"no-cache")
-            events = (renderer.chat_stream if kind == CHAT else renderer.completion_stream)(
-                plan, rid, created
-            )
-            return StreamProducer(request, plan, events, model.pacer, model.engine).start()
+        core = self.core
+        model = core.model(wanted.model, kind)
+        stats = core.stats.for_model(wanted.model)
+        stats.arrived()
+        try:
+            self._rate_limit(request, wanted, model.profile.max_output_tokens)
+            plan = core.planner.plan(wanted, model.profile)
+            clock = core.clock
+            arrived = clock.seconds()
+            created = int(arrived)
+            rid = core.ids.completion()
+            renderer = model.renderer
+            if wanted.stream:
+                request.setHeader(b"Content-Type", EVENT_STREAM)
+                request.setHeader(b"Cache-Control", b"no-cache")
+                events = (renderer.chat_stream if kind == CHAT else renderer.completion_stream)(
+                    plan, rid, created
+                )
+                producer = StreamProducer(request, plan, events, model.pacer, model.engine, stats)
+                return producer.start()
+            request.setHeader(b"Content-Type", JSON)
+            body = renderer.chat_body if kind == CHAT else renderer.completion_body
+
+            def render() -> bytes:
+                elapsed = clock.seconds() - arrived
+                request.setHeader(b"openai-processing-ms", b"%d" % round(elapsed * 1000))
+                return body(plan, rid, created)
+
+            if model.engine is not None:
+                return completed(model.engine, plan, render, stats)
+            return delayed(model.pacer, plan.duration(), render, stats, plan)
+        except errors.APIError as e:
+            if e.status in (429, 503):
+                stats.reject(e.status)
+            else:
+                stats.failed(e.status)
+            raise
+
+    def _rate_limit(self, request: IRequest, wanted: GenerationRequest, cap: int) -> None:
+        """Spend the request's allowance, or raise OpenAI's 429; headers either way."""
+        rate_limits = self.core.limits
+        if not rate_limits.enabled:
+            return
+        # OpenAI counts a request's tokens up front: its prompt plus the most
+        # it may generate.
+        limit = self.core.planner.limit(wanted, cap)
+        estimate = wanted.prompt_tokens + limit * wanted.n * wanted.prompts
+        decision = rate_limits.check(
+            limits.key_from_authorization(request.getHeader(b"authorization")),
+            limits.client_ip(request.getClientAddress()),
+            estimate,
+            model=wanted.model,
+        )
+        for name, value in limits.headers(decision):
+            request.setHeader(name, value)
+        if decision.error is not None:
+            raise decision.error
+
+    @app.route("/stats", methods=["GET"])
+    def statistics(self, request: IRequest) -> bytes:
+        """Latency percentiles and counters per model (mockoai's own, not OpenAI's)."""
         request.setHeader(b"Content-Type", JSON)
-        body = renderer.chat_body if kind == CHAT else renderer.completion_body
-
-        def render() -> bytes:
-            elapsed = clock.seconds() - arrived
-            request.setHeader(b"openai-processing-ms", b"%d" % round(elapsed * 1000))
-            return body(plan, rid, created)
-
-        if model.engine is not None:
-            return completed(model.engine, plan, render)
-        return delayed(model.pacer, plan.duration(), render)
+        return ujson.dumps({"models": self.core.stats.snapshot()}).encode()
 
     # Errors: the same envelopes whichever resource dispatched the request.
 
@@ -110,7 +185,7 @@ class MockOAI:
 
 
 def error_body(request: IRequest, failure: Failure) -> bytes:
-    """Render any failure as OpenAI's envelope; log what we did not expect."""
+    """Render any failure as OpenAI's envelope (OpenRouter's under /api/v1/)."""
     error = failure.value
     if isinstance(error, NotFound):
         error = errors.unknown_url(request.method.decode("latin-1"), request.path.decode("latin-1"))
@@ -128,4 +203,6 @@ def error_body(request: IRequest, failure: Failure) -> bytes:
     request.setHeader(b"Content-Type", JSON)
     for name, value in error.headers:
         request.setHeader(name, value)
+    if request.path.startswith(openrouter_errors.PREFIX):
+        return openrouter_errors.body(error)
     return error.body()

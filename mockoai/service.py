@@ -116,6 +116,8 @@ class MockoaiService(MultiService):
 
         def stopped(_: object) -> None:
             clean_exit(self.clock)
+            for line in self.core.stats.summary_lines():
+                _log.info("{line}", line=line)
             _log.info("stopped")
 
         drained.addCallback(close_rest)
@@ -178,6 +180,7 @@ def build(
         settings.idle_timeout,
         settings.access_log,
         lean=_use_lean(settings.http),
+        max_connections=settings.max_connections,
     )
     top = MockoaiService(settings, core, api, site, reactor)
     for description in settings.listen:

@@ -27,6 +27,7 @@ from twisted.web.resource import IResource
 from mockoai import errors
 from mockoai.dispatch import Router
 from mockoai.ids import IdMaker
+from mockoai.limits import ConnectionCap, RefusedConnection
 
 _HEALTH = b"/health"
 
@@ -88,6 +89,8 @@ class MockChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: object) -> None:
         self.site.channels.discard(self)
+        if getattr(self, "counted", False):
+            self.site.connections.close()
         super().connectionLost(reason)
 
     def allHeadersReceived(self) -> None:
@@ -144,6 +147,7 @@ class MockSite(server.Site):
         idle_timeout: float,
         access_log: bool = False,
         lean: bool = False,
+        max_connections: int = 0,
     ) -> None:
         super().__init__(
             resource,
@@ -162,11 +166,22 @@ class MockSite(server.Site):
         self.max_body_size = max_body_size
         self.access_log = access_log
         self.channels: set[MockChannel] = set()
+        self.connections = ConnectionCap(max_connections)
         self.active = 0
         self.draining = False
         self._on_idle: list[Callable[[], None]] = []
         self._date_second = -1
         self._date = b""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel, or -- over the connection cap -- a clean 503 and close."""
+        if not self.connections.try_open():
+            return RefusedConnection(
+                self.connections.response_with_id(self.ids.request()), self.clock
+            )
+        channel = super().buildProtocol(addr)
+        channel.counted = True
+        return channel
 
     def date(self) -> bytes:
         """The Date header, formatted once a second rather than per request."""

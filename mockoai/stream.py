@@ -30,6 +30,10 @@ from mockoai.errors import APIError
 from mockoai.pacing import Pacer, Waiter
 from mockoai.render import EventStream, Pieces
 from mockoai.sampling import ChoicePlan, Plan
+from mockoai.stats import ModelStats
+
+#: Where answers nobody asked to count are counted.
+_UNCOUNTED = ModelStats()
 
 #: Pieces buffered before a write, so an unpaced stream still yields to the
 #: transport's back-pressure every few dozen events.
@@ -84,9 +88,13 @@ class StreamProducer:
         events: EventStream,
         pacer: Pacer,
         engine: Engine | None = None,
+        stats: ModelStats | None = None,
     ) -> None:
         self.request = request
         self.plan = plan
+        self.stats = stats or _UNCOUNTED
+        self._sent = 0
+        self._last_write = 0.0
         self.events = events
         self.pacer = pacer
         self.engine = engine
@@ -130,6 +138,8 @@ class StreamProducer:
     # engine listener
 
     def admitted(self) -> None:
+        if self.engine is not None:
+            self.stats.queue.record(self.clock.seconds() - self._t0)
         self._started = True
         self.request.write(b"")  # headers go out now, as OpenAI's do
         if self.engine is None:
@@ -144,6 +154,7 @@ class StreamProducer:
         if self._stopped:
             return
         self._stopped = True
+        self.stats.reject(error.status)
         request = self.request
         request.setResponseCode(error.status)
         request.setHeader(b"Content-Type", b"application/json")
@@ -195,12 +206,30 @@ class StreamProducer:
     def _write(self, pieces: Pieces) -> None:
         if pieces and not self._stopped:
             self.request.write(b"".join(pieces))
+            sent = self.events.sent
+            if sent > self._sent:
+                # What the client sees: time to the first token, then the gap
+                # per token between writes (k tokens in a write share its gap).
+                now = self.clock.seconds()
+                if not self._sent:
+                    self.stats.ttft.record(now - self._t0)
+                else:
+                    k = sent - self._sent
+                    self.stats.itl.record((now - self._last_write) / k, k)
+                self._sent = sent
+                self._last_write = now
 
     def _finish(self) -> None:
         if self._stopped:
             return
         request = self.request
         request.write(b"".join(self.events.closing()))
+        plan = self.plan
+        self.stats.completed(
+            self.clock.seconds() - self._t0,
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=plan.completion_tokens,
+        )
         self._stopped = True
         request.unregisterProducer()
         request.finish()
@@ -226,6 +255,7 @@ class StreamProducer:
         if self._stopped:
             return
         self._stopped = True
+        self.stats.cancel()
         if self._waiter is not None:
             self.pacer.cancel(self._waiter)
             self._waiter = None
@@ -235,18 +265,20 @@ class StreamProducer:
             self.done.callback(None)
 
 
-def completed(engine: Engine, plan: Plan, render: Callable[[], bytes]) -> Deferred[bytes]:
+def completed(
+    engine: Engine, plan: Plan, render: Callable[[], bytes], stats: ModelStats | None = None
+) -> Deferred[bytes]:
     """A non-streaming body, released when the engine has produced it all."""
     sequence: Sequence | None = None
 
     def cancel(d: Deferred[bytes]) -> None:
         if sequence is not None:
             engine.cancel(sequence)
+        (stats or _UNCOUNTED).cancel()
 
     d: Deferred[bytes] = Deferred(cancel)
-    sequence = Sequence(
-        _Completion(d, plan.tokens, render), len(plan.choices), plan.tokens, plan.prompt_tokens
-    )
+    listener = _Completion(d, plan, render, engine.clock, stats or _UNCOUNTED)
+    sequence = Sequence(listener, len(plan.choices), plan.tokens, plan.prompt_tokens)
     engine.submit(sequence)
     return d
 
@@ -254,27 +286,70 @@ def completed(engine: Engine, plan: Plan, render: Callable[[], bytes]) -> Deferr
 class _Completion:
     """Engine listener for a non-streaming answer."""
 
-    def __init__(self, d: Deferred[bytes], tokens: int, render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        d: Deferred[bytes],
+        plan: Plan,
+        render: Callable[[], bytes],
+        clock: IReactorTime,
+        stats: ModelStats,
+    ) -> None:
         self.d = d
-        self.tokens = max(tokens, 1)
+        self.plan = plan
+        self.tokens = max(plan.tokens, 1)
         self.render = render
+        self.clock = clock
+        self.stats = stats
+        self.t0 = clock.seconds()
+        self.queued = 0.0
+        self.first = 0.0
 
     def admitted(self) -> None:
-        pass
+        self.queued = self.clock.seconds() - self.t0
 
     def advanced(self, produced: int) -> None:
+        now = self.clock.seconds() - self.t0
+        if produced == 1:
+            self.first = now
         if produced >= self.tokens and not self.d.called:
+            _record(self.stats, self.plan, now, self.first, self.queued)
             self.d.callback(self.render())
 
     def failed(self, error: APIError) -> None:
         if not self.d.called:
+            self.stats.reject(error.status)
             self.d.errback(error)
 
 
-def delayed(pacer: Pacer, delay: float, render: Callable[[], bytes]) -> bytes | Deferred[bytes]:
+def _record(stats: ModelStats, plan: Plan, e2e: float, ttft: float, queued: float) -> None:
+    """A plain answer's latencies, as the engine or the timing made them."""
+    stats.completed(
+        e2e,
+        ttft=ttft,
+        queue=queued,
+        prompt_tokens=plan.prompt_tokens,
+        completion_tokens=plan.completion_tokens,
+    )
+    if plan.tokens > 1:
+        stats.itl.record((e2e - ttft) / (plan.tokens - 1), plan.tokens - 1)
+
+
+def delayed(
+    pacer: Pacer,
+    delay: float,
+    render: Callable[[], bytes],
+    stats: ModelStats | None = None,
+    plan: Plan | None = None,
+) -> bytes | Deferred[bytes]:
     """A non-streaming body, rendered and released after ``delay`` seconds."""
-    if delay <= 0:
+
+    def done() -> bytes:
+        if stats is not None and plan is not None:
+            _record(stats, plan, delay, plan.ttft, 0.0)
         return render()
+
+    if delay <= 0:
+        return done()
     waiter: Waiter | None = None
 
     def cancel(d: Deferred[bytes]) -> None:
@@ -285,7 +360,7 @@ def delayed(pacer: Pacer, delay: float, render: Callable[[], bytes]) -> bytes | 
 
     def fire() -> None:
         if not d.called:
-            d.callback(render())
+            d.callback(done())
 
     waiter = pacer.after(delay, fire)
     return d

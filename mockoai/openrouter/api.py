@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_openrouter -*-
+"""
+OpenRouter mode: the ``/api/v1`` endpoints over the core's simulation.
+
+A generation request runs the same path as an OpenAI one -- validate,
+L{Planner.plan}, pacing by the shared producer or timer -- with OpenRouter's
+steps around it: authenticate the key and check its credits, route among
+``model``/``models`` and the providers, render in OpenRouter's dialect, and
+record the finished generation and its cost for ``/generation``, ``/key``
+and ``/credits``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from twisted.web.iweb import IRequest
+
+from mockoai import validate
+from mockoai.config import CHAT, ModelSpec, ProviderSpec
+from mockoai.latency import Timing
+from mockoai.openrouter import errors, routing
+from mockoai.openrouter.accounts import Accounts
+from mockoai.openrouter.answer import Answer, Caller, Result
+from mockoai.openrouter.catalog import Catalog
+from mockoai.openrouter.render import RouterRenderer
+from mockoai.openrouter.routing import Router
+from mockoai.openrouter.store import Generation, GenerationStore
+from mockoai.openrouter.stream import Processing
+from mockoai.pacing import Pacer
+
+if TYPE_CHECKING:
+    from mockoai.core import Core
+
+JSON = b"application/json"
+#: Renderers kept for ad-hoc (--any-model) models, beyond the configured ones.
+_ADHOC_RENDERERS = 4096
+
+
+def api_key(request: IRequest) -> str:
+    """The ``Authorization: Bearer`` key, or OpenRouter's 401."""
+    header = request.getHeader(b"authorization") or b""
+    scheme, _, key = header.partition(b" ")
+    key = key.strip()
+    if scheme.lower() != b"bearer" or not key:
+        raise errors.no_credentials()
+    return key.decode("utf-8", "replace")
+
+
+def _header(request: IRequest, *names: bytes) -> str | None:
+    for name in names:
+        value = request.getHeader(name)
+        if value:
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def flagged_text(body: dict[str, Any]) -> str:
+    """The input a moderation error quotes: the last message's text, or the prompt."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        content = messages[-1].get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(content or "")
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+def thinking(timing: Timing, tokens: int, itl: float) -> Timing:
+    """``timing`` pushed back by ``tokens`` tokens of hidden reasoning."""
+    extra = tokens * itl
+    table = None if timing.table is None else [t + extra for t in timing.table]
+    return Timing(timing.ttft + extra, timing.itl, table)
+
+
+class OpenRouter:
+    """OpenRouter's endpoints, state and renderers, built once over a L{Core}."""
+
+    def __init__(self, core: Core) -> None:
+        settings = core.settings
+        self.core = core
+        self.clock = core.clock
+        self.router = Router(
+            settings.openrouter_providers, settings.openrouter_failing_models, core.model
+        )
+        self.accounts = Accounts(settings.openrouter_credit_limit)
+        self.store = GenerationStore(
+            settings.openrouter_generations, settings.openrouter_generation_ttl
+        )
+        self.catalog = Catalog(
+            [(m.spec, m.profile.max_output_tokens) for m in core.models.values()], self.router
+        )
+        self._fingerprint = settings.system_fingerprint
+        self._interval = settings.openrouter_processing_interval
+        self._renderers = {
+            (served.spec.id, provider.slug): RouterRenderer(
+                served.spec, provider, self._fingerprint, core.corpus
+            )
+            for served in core.models.values()
+            for provider in self.router.serving(served.spec)
+        }
+        self._adhoc: dict[tuple[str, str], RouterRenderer] = {}
+        self._processing: dict[Pacer, Processing] = {}
+        self._rng = random.Random(settings.corpus_seed)
+
+    def renderer(self, spec: ModelSpec, provider: ProviderSpec) -> RouterRenderer:
+        """The templates of ``spec`` on ``provider``, built at startup for configured models."""
+        key = (spec.id, provider.slug)
+        renderer = self._renderers.get(key) or self._adhoc.get(key)
+        if renderer is None:
+            renderer = RouterRenderer(spec, provider, self._fingerprint, self.core.corpus)
+            if len(self._adhoc) < _ADHOC_RENDERERS:
+                self._adhoc[key] = renderer
+        return renderer
+
+    def processing(self, pacer: Pacer) -> Processing:
+        processing = self._processing.get(pacer)
+        if processing is None:
+            processing = self._processing[pacer] = Processing(pacer, self._interval)
+        return processing
+
+    def fails(self, spec: ModelSpec, seed: int | None) -> bool:
+        """Whether this request's stream breaks: a draw against the model's error rate."""
+        rate = spec.stream_error_rate
+        if rate <= 0:
+            return False
+        if rate >= 1:
+            return True
+        rng = self._rng if seed is None else random.Random(seed)
+        return rng.random() < rate
+
+    # --- generation ---------------------------------------------------------------
+
+    def generate(self, request: IRequest, kind: str) -> Result:
+        """``POST /api/v1/chat/completions`` and ``/api/v1/completions``."""
+        clock = self.clock
+        arrived = clock.seconds()
+        key = api_key(request)
+        body = validate.parse_body(request.content.read())
+        fallbacks = body.get("models")
+        if not body.get("model") and isinstance(fallbacks, list) and fallbacks:
+            body["model"] = fallbacks[0]
+        wanted = (validate.chat if kind == CHAT else validate.completions)(body)
+        extras = routing.parse(body, wanted.model, self.router.providers)
+        self.accounts.check(key, arrived)
+        route = self.router.route(extras, wanted, lambda: flagged_text(body))
+        wanted.prompt_tokens = route.prompt_tokens
+        served = route.served
+        plan = self.core.planner.plan(wanted, served.profile)
+        reasoning = extras.reasoning(served.profile.tokens_mean)
+        if reasoning and served.engine is None:
+            plan.timing = thinking(plan.timing, reasoning, served.profile.itl.mean)
+        fails = self.fails(served.spec, wanted.seed)
+        fail_after = served.spec.stream_error_after if fails else None
+        if fail_after is not None and fail_after > plan.completion_tokens:
+            fail_after = None  # the answer ends before the failure would come
+        created = int(arrived)
+        gid = f"gen-{created}-{self.core.ids.completion()}"
+        request.setHeader(b"X-Generation-Id", gid.encode())
+        user = body.get("user")
+        caller = Caller(
+            key,
+            _header(request, b"http-referer", b"referer") or "",
+            _header(request, b"x-title", b"x-openrouter-title"),
+            user if isinstance(user, str) else None,
+        )
+        answer = Answer(self, route, plan, gid, arrived, reasoning, caller, wanted)
+        if wanted.stream:
+            return answer.stream(request, kind, fail_after)
+        return answer.reply(request, kind, fail_after)
+
+    # --- generations, keys, credits, models -----------------------------------------
+
+    def generation(self, request: IRequest) -> bytes:
+        """``GET /api/v1/generation?id=``: a finished generation of the caller's key."""
+        key = api_key(request)
+        query = parse_qs(urlsplit(bytes(request.uri).decode("utf-8", "replace")).query)
+        ids = query.get("id")
+        if not ids or not ids[0]:
+            raise errors.invalid("Missing required query parameter: id")
+        record = self.store.get(ids[0], self.clock.seconds())
+        if record is None or record.key != key:
+            raise errors.generation_not_found(ids[0])
+        request.setHeader(b"Content-Type", JSON)
+        return record.body()
+
+    def key(self, request: IRequest) -> bytes:
+        """``GET /api/v1/key`` (and the older ``/api/v1/auth/key``)."""
+        body = self.accounts.key_body(api_key(request), self.clock.seconds())
+        request.setHeader(b"Content-Type", JSON)
+        return body
+
+    def credits(self, request: IRequest) -> bytes:
+        """``GET /api/v1/credits``."""
+        body = self.accounts.credits_body(api_key(request), self.clock.seconds())
+        request.setHeader(b"Content-Type", JSON)
+        return body
+
+    def models(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", JSON)
+        return self.catalog.body
+
+    def model(self, request: IRequest, model_id: str) -> bytes:
+        card = self.catalog.cards.get(model_id)
+        if card is None:
+            raise errors.model_not_found(model_id)
+        request.setHeader(b"Content-Type", JSON)
+        return card
+
+    def endpoints(self, request: IRequest, model_id: str) -> bytes:
+        endpoints = self.catalog.endpoint_lists.get(model_id)
+        if endpoints is None:
+            raise errors.model_not_found(model_id)
+        request.setHeader(b"Content-Type", JSON)
+        return endpoints
+
+    def record(self, generation: Generation, now: float) -> None:
+        """A generation is over: keep its stats and charge its key."""
+        self.store.add(generation, now)
+        self.accounts.charge(generation.key, generation.total_cost, now)
