@@ -210,6 +210,11 @@ class EventStream:
             ending += _PLAIN_END
         return ending
 
+    def _count(self, choice: ChoicePlan, event: int) -> None:
+        """Add the tokens event ``event`` of ``choice`` carries to ``sent``."""
+        counts = choice.counts
+        self.sent += counts[event] - (counts[event - 1] if event else 0)
+
     def opening(self, choice: ChoicePlan) -> Pieces:
         raise NotImplementedError
 
@@ -247,8 +252,7 @@ class ChatStream(EventStream):
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         bounds = choice.bounds
-        counts = choice.counts
-        self.sent += counts[event] - (counts[event - 1] if event else 0)
+        self._count(choice, event)
         return [
             self.head,
             b'%d,"delta":{"content":"' % choice.index,
@@ -292,8 +296,7 @@ class TextStream(EventStream):
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         bounds = choice.bounds
-        counts = choice.counts
-        self.sent += counts[event] - (counts[event - 1] if event else 0)
+        self._count(choice, event)
         return [
             self.head,
             b'{"text":"',

@@ -251,8 +251,7 @@ class ChatEvents(RouterEvents):
         return self._check(pieces)
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
-        counts = choice.counts
-        self.sent += counts[event] - (counts[event - 1] if event else 0)
+        self._count(choice, event)
         bounds = choice.bounds
         pieces: Pieces = [
             self.choice_head,
@@ -306,8 +305,7 @@ class TextEvents(RouterEvents):
         return self._check(pieces)
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
-        counts = choice.counts
-        self.sent += counts[event] - (counts[event - 1] if event else 0)
+        self._count(choice, event)
         bounds = choice.bounds
         pieces: Pieces = [
             self.choice_head,
