@@ -202,6 +202,10 @@ class Settings:
     openrouter_processing_interval: float = 1.0  # seconds (configured in ms); 0 = off
     openrouter_generations: int = 10_000
     openrouter_generation_ttl: float = 3600.0  # seconds
+    # --- settings: observability ---
+    # --- settings: auth-cors ---
+    # --- settings: hostile-input ---
+    # --- settings: tls-http2 ---
     config: str | None = None
 
     def model(self, model_id: str) -> ModelSpec | None:
@@ -725,6 +729,10 @@ FIELDS: tuple[Field, ...] = (
         "OpenRouter mode: seconds a finished generation stays queryable.",
         metavar="S",
     ),
+    # --- fields: observability ---
+    # --- fields: auth-cors ---
+    # --- fields: hostile-input ---
+    # --- fields: tls-http2 ---
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 #: Settings a [[models]] table may set for that model alone.
