@@ -24,6 +24,7 @@ from mockoai.pacing import Pacer
 from mockoai.render import Renderer, model_object, models_list
 from mockoai.sampling import Planner
 from mockoai.stats import Stats
+from mockoai.validate import GenerationRequest
 
 #: How many ad-hoc model names (--any-model) keep their templates cached.
 _ADHOC_CACHE = 1024
@@ -108,6 +109,11 @@ class Core:
                 self._adhoc_engine = served.engine
             served.engine = self._adhoc_engine
         return served
+
+    def estimate(self, wanted: GenerationRequest, cap: int) -> int:
+        """The tokens a request is charged up front, as OpenAI counts them: its
+        prompt plus the most it may generate."""
+        return wanted.prompt_tokens + self.planner.limit(wanted, cap) * wanted.n * wanted.prompts
 
     def engines(self) -> list[Engine]:
         engines = [m.engine for m in self.models.values() if m.engine is not None]

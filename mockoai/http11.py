@@ -32,6 +32,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from mockoai import errors
+from mockoai.openrouter import errors as openrouter_errors
 
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
@@ -392,7 +393,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         if self._refused:
             return
         self._refused = True
-        body = error.body()
+        body = openrouter_errors.body_for(getattr(self, "_url", None), error)
         assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
@@ -294,6 +295,22 @@ class RateLimits:
     @property
     def enabled(self) -> bool:
         return any(m is not None for m in (self.requests, self.tokens, self.ips))
+
+    def enforce(self, request: Any, tokens: int, model: str) -> None:
+        """
+        Spend ``request``'s allowance (``tokens`` estimated), setting the
+        ``x-ratelimit-*`` headers either way; raise the 429 of a refusal.
+        """
+        decision = self.check(
+            key_from_authorization(request.getHeader(b"authorization")),
+            client_ip(request.getClientAddress()),
+            tokens,
+            model=model,
+        )
+        for name, value in headers(decision):
+            request.setHeader(name, value)
+        if decision.error is not None:
+            raise decision.error
 
     def check(self, key: str, ip: str | None, tokens: int, model: str = "") -> Decision:
         """

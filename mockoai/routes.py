@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from mockoai import errors, limits, validate
+from mockoai import errors, validate
 from mockoai.config import CHAT, COMPLETIONS
 from mockoai.core import Core
 from mockoai.openrouter import errors as openrouter_errors
@@ -145,31 +145,14 @@ class MockOAI:
                 return completed(model.engine, plan, render, stats)
             return delayed(model.pacer, plan.duration(), render, stats, plan)
         except errors.APIError as e:
-            if e.status in (429, 503):
-                stats.reject(e.status)
-            else:
-                stats.failed(e.status)
+            stats.refused(e.status)
             raise
 
     def _rate_limit(self, request: IRequest, wanted: GenerationRequest, cap: int) -> None:
         """Spend the request's allowance, or raise OpenAI's 429; headers either way."""
         rate_limits = self.core.limits
-        if not rate_limits.enabled:
-            return
-        # OpenAI counts a request's tokens up front: its prompt plus the most
-        # it may generate.
-        limit = self.core.planner.limit(wanted, cap)
-        estimate = wanted.prompt_tokens + limit * wanted.n * wanted.prompts
-        decision = rate_limits.check(
-            limits.key_from_authorization(request.getHeader(b"authorization")),
-            limits.client_ip(request.getClientAddress()),
-            estimate,
-            model=wanted.model,
-        )
-        for name, value in limits.headers(decision):
-            request.setHeader(name, value)
-        if decision.error is not None:
-            raise decision.error
+        if rate_limits.enabled:
+            rate_limits.enforce(request, self.core.estimate(wanted, cap), wanted.model)
 
     @app.route("/stats", methods=["GET"])
     def statistics(self, request: IRequest) -> bytes:
@@ -203,6 +186,4 @@ def error_body(request: IRequest, failure: Failure) -> bytes:
     request.setHeader(b"Content-Type", JSON)
     for name, value in error.headers:
         request.setHeader(name, value)
-    if request.path.startswith(openrouter_errors.PREFIX):
-        return openrouter_errors.body(error)
-    return error.body()
+    return openrouter_errors.body_for(request.path, error)

@@ -28,6 +28,7 @@ from mockoai import errors
 from mockoai.dispatch import Router
 from mockoai.ids import IdMaker
 from mockoai.limits import ConnectionCap, RefusedConnection
+from mockoai.openrouter import errors as openrouter_errors
 
 _HEALTH = b"/health"
 
@@ -105,7 +106,7 @@ class MockChannel(http.HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        body = error.body()
+        body = openrouter_errors.body_for(getattr(self, "_path", None), error)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
@@ -212,7 +213,7 @@ class MockSite(server.Site):
                 error = errors.draining()
                 request.setResponseCode(error.status)
                 request.setHeader(b"Content-Type", b"application/json")
-                body = error.body()
+                body = openrouter_errors.body_for(request.path, error)
                 request.setHeader(b"Content-Length", b"%d" % len(body))
                 request.write(body)
                 request.finish()

@@ -249,6 +249,13 @@ class ModelStats:
         self.rejected += 1
         self.failed(status)
 
+    def refused(self, status: int) -> None:
+        """A request answered with an error before any work: 429/503 are admission."""
+        if status in (429, 503):
+            self.reject(status)
+        else:
+            self.failed(status)
+
     def cancel(self) -> None:
         self.cancelled += 1
 

@@ -100,7 +100,7 @@ class StreamProducer:
         self.engine = engine
         self.clock: IReactorTime = pacer.clock
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
-        self._timeline = token_timeline(plan, events)
+        self._timeline = self.timeline()
         self._next: tuple[int, Emit] | None = None
         self._waiter: Waiter | None = None
         self._sequence: Sequence | None = None
@@ -109,6 +109,15 @@ class StreamProducer:
         self._paused = False
         self._stopped = False
         self._t0 = 0.0
+
+    def timeline(self) -> Iterator[tuple[int, Emit]]:
+        """The events to send, each with the tokens that must be out first."""
+        return token_timeline(self.plan, self.events)
+
+    def release(self) -> None:
+        """Give up this stream's place in its engine now, not when its plan ends."""
+        if self.engine is not None and self._sequence is not None:
+            self.engine.cancel(self._sequence)
 
     def start(self) -> Deferred[None]:
         """
@@ -259,8 +268,7 @@ class StreamProducer:
         if self._waiter is not None:
             self.pacer.cancel(self._waiter)
             self._waiter = None
-        if self.engine is not None and self._sequence is not None:
-            self.engine.cancel(self._sequence)
+        self.release()
         if not self.done.called:
             self.done.callback(None)
 

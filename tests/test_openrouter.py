@@ -664,6 +664,76 @@ class ErrorTests(RouterTestCase):
         self.assertIsNotNone(response.header("Retry-After"))
 
 
+class SharedServingTests(RouterTestCase):
+    """What every endpoint shares reaches /api/v1 too: rate limits, stats, site errors."""
+
+    def test_rate_limits_use_the_envelope(self) -> None:
+        self.use(rpm=2)
+        for remaining in ("1", "0"):
+            response = self.post("chat/completions", chat(max_tokens=2))
+            self.assertEqual(response.status, 200, response.body[:300])
+            self.assertEqual(response.header("x-ratelimit-limit-requests"), "2")
+            self.assertEqual(response.header("x-ratelimit-remaining-requests"), remaining)
+        response = self.post("chat/completions", chat(max_tokens=2, stream=True))
+        error = self.error(response, 429)
+        self.assertIn("Rate limit reached", error["message"])
+        self.assertEqual(response.header("Retry-After"), "30")
+        # Another key has its own bucket.
+        other = {"Authorization": f"Bearer {OTHER_KEY}"}
+        self.assertEqual(self.post("chat/completions", chat(max_tokens=2), other).status, 200)
+
+    def test_token_limits_charge_prompt_and_max_tokens(self) -> None:
+        self.use(tpm=1000)
+        response = self.post("completions", completion(max_tokens=100, prompt="one two"))
+        self.assertEqual(response.status, 200, response.body[:300])
+        used = 1000 - int(response.header("x-ratelimit-remaining-tokens") or "")
+        self.assertGreaterEqual(used, 100)
+        self.assertLess(used, 120)
+
+    def test_stats_count_api_v1_requests(self) -> None:
+        self.use(max_running=1, max_waiting=0, itl=0.01)
+        self.answer(chat(max_tokens=3))
+        self.stream(chat(max_tokens=3))
+        self.client.send("POST", "/api/v1/chat/completions", chat(stream=True), headers=AUTH)
+        self.error(self.post("chat/completions", chat(stream=True)), 429)
+        stats = self.client.get("/stats").json()["models"][GPT]
+        self.assertEqual(stats["requests"], 4)
+        self.assertEqual(stats["completed"], 2)
+        self.assertEqual(stats["rejected"], 1)
+        self.assertEqual(stats["errors"], {"429": 1})
+        self.assertEqual(stats["completion_tokens"]["count"], 2)
+        self.assertGreater(stats["ttft_ms"]["count"], 0)
+
+    def test_draining_uses_the_envelope(self) -> None:
+        self.use(grace_period=5.0)
+        self.service.stopService()
+        response = self.post("chat/completions", chat(max_tokens=2))
+        error = self.error(response, 503)
+        self.assertEqual(response.header("Connection"), "close")
+        openai_error = self.client.post("/v1/chat/completions", chat(max_tokens=2)).json()
+        self.assertEqual(openai_error["error"]["message"], error["message"])
+        self.assertIn("type", openai_error["error"])
+
+    def test_body_too_large_uses_the_envelope(self) -> None:
+        self.use(max_body_size=1024)
+        big = chat(messages=[{"role": "user", "content": "x" * 4000}])
+        for chunked in (False, True):
+            response = self.client.request(
+                "POST",
+                "/api/v1/chat/completions",
+                body=json.dumps(big).encode(),
+                headers=AUTH,
+                chunked=chunked,
+            )
+            error = self.error(response, 413)
+            self.assertIn("1024", error["message"])
+        self.assertEqual(self.service.site.active, 0)
+
+
+class TwistedStackSharedServingTests(SharedServingTests):
+    http = "twisted"
+
+
 class MidStreamErrorTests(RouterTestCase):
     settings: ClassVar[dict[str, Any]] = {
         "models": (

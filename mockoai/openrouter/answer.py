@@ -19,6 +19,7 @@ from mockoai.openrouter.routing import Route
 from mockoai.openrouter.store import Generation
 from mockoai.openrouter.stream import RouterStream, after_tokens
 from mockoai.sampling import Plan
+from mockoai.stats import ModelStats
 from mockoai.stream import completed, delayed
 from mockoai.validate import GenerationRequest
 
@@ -56,6 +57,7 @@ class Answer:
         reasoning: int,
         caller: Caller,
         request: GenerationRequest,
+        stats: ModelStats | None = None,
     ) -> None:
         self.api = api
         self.served = route.served
@@ -66,6 +68,7 @@ class Answer:
         self.reasoning = reasoning
         self.caller = caller
         self.streamed = request.stream
+        self.stats = stats
 
     def stream(self, request: IRequest, kind: str, fail_after: int | None) -> Deferred[None]:
         """Stream it, paced like an OpenAI stream; record it when it ends, however it ends."""
@@ -82,6 +85,7 @@ class Answer:
             served.pacer,
             served.engine,
             self.api.processing(served.pacer),
+            self.stats,
         )
         done = producer.start()
         done.addCallback(self._streamed, events, producer)
@@ -135,8 +139,8 @@ class Answer:
             return body(plan, self.gid, int(self.arrived), self.reasoning)
 
         if served.engine is not None:
-            return self._billed(completed(served.engine, plan, render), None)
-        return self._billed(delayed(served.pacer, plan.duration(), render), None)
+            return self._billed(completed(served.engine, plan, render, self.stats), None)
+        return self._billed(delayed(served.pacer, plan.duration(), render, self.stats, plan), None)
 
     def _billed(self, result: bytes | Deferred[bytes], fail_after: int | None) -> Result:
         """

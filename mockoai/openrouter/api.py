@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 
 from mockoai import validate
 from mockoai.config import CHAT, ModelSpec, ProviderSpec
+from mockoai.errors import APIError
 from mockoai.latency import Timing
 from mockoai.openrouter import errors, routing
 from mockoai.openrouter.accounts import Accounts
@@ -30,6 +31,8 @@ from mockoai.openrouter.routing import Router
 from mockoai.openrouter.store import Generation, GenerationStore
 from mockoai.openrouter.stream import Processing
 from mockoai.pacing import Pacer
+from mockoai.stats import ModelStats
+from mockoai.validate import GenerationRequest
 
 if TYPE_CHECKING:
     from mockoai.core import Core
@@ -149,7 +152,33 @@ class OpenRouter:
         route = self.router.route(extras, wanted, lambda: flagged_text(body))
         wanted.prompt_tokens = route.prompt_tokens
         served = route.served
-        plan = self.core.planner.plan(wanted, served.profile)
+        stats = self.core.stats.for_model(served.spec.id)
+        stats.arrived()
+        try:
+            return self._answer(request, kind, body, wanted, extras, route, key, arrived, stats)
+        except APIError as e:
+            stats.refused(e.status)
+            raise
+
+    def _answer(
+        self,
+        request: IRequest,
+        kind: str,
+        body: dict[str, Any],
+        wanted: GenerationRequest,
+        extras: routing.Extras,
+        route: routing.Route,
+        key: str,
+        arrived: float,
+        stats: ModelStats,
+    ) -> Result:
+        """A routed request: rate-limited, planned, then answered like an OpenAI one."""
+        served = route.served
+        core = self.core
+        if core.limits.enabled:
+            cap = served.profile.max_output_tokens
+            core.limits.enforce(request, core.estimate(wanted, cap), served.spec.id)
+        plan = core.planner.plan(wanted, served.profile)
         reasoning = extras.reasoning(served.profile.tokens_mean)
         if reasoning and served.engine is None:
             plan.timing = thinking(plan.timing, reasoning, served.profile.itl.mean)
@@ -167,7 +196,7 @@ class OpenRouter:
             _header(request, b"x-title", b"x-openrouter-title"),
             user if isinstance(user, str) else None,
         )
-        answer = Answer(self, route, plan, gid, arrived, reasoning, caller, wanted)
+        answer = Answer(self, route, plan, gid, arrived, reasoning, caller, wanted, stats)
         if wanted.stream:
             return answer.stream(request, kind, fail_after)
         return answer.reply(request, kind, fail_after)

@@ -23,7 +23,8 @@ from mockoai.openrouter.errors import RouterError
 from mockoai.openrouter.render import RouterEvents
 from mockoai.pacing import Pacer, Waiter
 from mockoai.sampling import Plan
-from mockoai.stream import StreamProducer
+from mockoai.stats import ModelStats
+from mockoai.stream import Emit, StreamProducer
 
 COMMENT = b": OPENROUTER PROCESSING\n\n"
 
@@ -85,15 +86,19 @@ class RouterStream(StreamProducer):
         pacer: Pacer,
         engine: Engine | None,
         processing: Processing,
+        stats: ModelStats | None = None,
     ) -> None:
-        super().__init__(request, plan, events, pacer, engine)
-        if events.fail_after is not None:
-            # The one hook into StreamProducer's internals: its event iterator.
-            self._timeline = _until_failed(self._timeline, events)
+        super().__init__(request, plan, events, pacer, engine, stats)
         self.processing = processing
         self.first_at: float | None = None
         events.first = self._first
         self.done.addBoth(self._ended)
+
+    def timeline(self) -> Iterator[tuple[int, Emit]]:
+        timeline = super().timeline()
+        if self.events.fail_after is not None:
+            timeline = _until_failed(timeline, self.events)
+        return timeline
 
     def admitted(self) -> None:
         super().admitted()
@@ -112,11 +117,10 @@ class RouterStream(StreamProducer):
 
     def _ended(self, result: object) -> object:
         self.processing.discard(self)
-        sequence = getattr(self, "_sequence", None)
-        if self.events.failed and self.engine is not None and sequence is not None:
+        if self.events.failed:
             # A stream that broke off frees its place in the engine at once,
             # not when its planned answer would have ended.
-            self.engine.cancel(sequence)
+            self.release()
         return result
 
 
