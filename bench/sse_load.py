@@ -420,7 +420,7 @@ class SseCounter:
 
 async def consume_stream(
     conn: Conn, headers: dict[bytes, bytes], t_sent: float, s: Stats, key: bytes
-) -> None:
+) -> SseCounter:
     """Read one SSE response, timestamping events as their bytes are read."""
     counter = SseCounter(s, t_sent, key)
     pending = b""
@@ -436,6 +436,7 @@ async def consume_stream(
         s.streams += 1
     else:
         s.errors["stream:no_done"] += 1
+    return counter
 
 
 async def stream_worker(

@@ -152,12 +152,26 @@ class PrecedenceTests(ProfileMixin, SynchronousTestCase):
 
     def test_shipped_profiles_load(self) -> None:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        profiles = os.path.join(here, "etc", "profiles")
-        names = sorted(n for n in os.listdir(profiles) if n.endswith(".toml"))
-        self.assertTrue(names)
-        for name in names:
-            path = os.path.join(profiles, name)
-            self.assertEqual(load_settings({"config": path}, {}).config, path)
+        for where in (("etc", "profiles"), ("bench", "profiles")):
+            profiles = os.path.join(here, *where)
+            names = sorted(n for n in os.listdir(profiles) if n.endswith(".toml"))
+            self.assertTrue(names)
+            for name in names:
+                path = os.path.join(profiles, name)
+                self.assertEqual(load_settings({"config": path}, {}).config, path)
+
+    def test_multi_model_profile_gives_each_model_its_own_latency(self) -> None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.path.join(here, "etc", "profiles", "multi-model.toml")
+        s = load_settings({"config": path}, {})
+        small = s.profile(s.model("Qwen/Qwen2.5-0.5B-Instruct"))
+        large = s.profile(s.model("Qwen/Qwen3-VL-32B-Instruct-FP8"))
+        self.assertAlmostEqual(small.itl.percentile(50), 0.0051)
+        self.assertAlmostEqual(large.itl.percentile(50), 0.05195)
+        self.assertAlmostEqual(small.response_delay.a, 0.027)
+        self.assertAlmostEqual(large.response_delay.a, 0.084)
+        self.assertTrue(small.engine.enabled and large.engine.enabled)
+        self.assertEqual((small.engine.batch_slowdown, large.engine.batch_slowdown), (3.24, 15.0))
 
 
 class PortTests(SynchronousTestCase):
