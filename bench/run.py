@@ -320,6 +320,22 @@ def sse_load(ctx: Ctx, server: Server, extra: list[str], duration: float) -> dic
     return result
 
 
+def paced_gaps(ctx: Ctx, server: Server, concurrency: int) -> dict[str, Any]:
+    """One paced_gaps.py run: client-measured TTFT and inter-token gaps."""
+    argv = [*ctx.client_pin, ctx.python, str(BENCH / "paced_gaps.py"), "--port", str(server.port)]
+    argv += ["-c", str(concurrency), "-d", f"{ctx.duration:g}", "--warmup", "2"]
+    argv += ["--max-tokens", str(ctx.events), "--json"]
+    try:
+        proc = run_client(argv, ctx.duration + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": (proc.stderr or proc.stdout)[-500:]}
+    return result
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     """The median over repeats: one bad run on a noisy machine does not move it."""
     values = [r[key] for r in runs if key in r]
@@ -386,7 +402,12 @@ def measure_streams(
     kind = f"paced {paced:g} ms" if paced else "unpaced"
     for c in levels:
         for server in servers:
-            r = sse_load(ctx, server, ["-c", str(c)], ctx.duration)
+            if paced:
+                # asyncio spends ~20 us per event: at 1,000 streams it would
+                # measure its own lag, so paced gaps come from the epoll client.
+                r = paced_gaps(ctx, server, c)
+            else:
+                r = sse_load(ctx, server, ["-c", str(c)], ctx.duration)
             ctx.record(server, f"stream.{'paced' if paced else 'unpaced'}.c{c}", r)
             log(
                 f"stream {kind} c={c} {server.name}: {r.get('events_per_s', r.get('error'))} "

@@ -33,9 +33,6 @@ class Waiter:
         self.call = call
         self.active = True
 
-    def __lt__(self, other: Waiter) -> bool:
-        return (self.due, self.seq) < (other.due, other.seq)
-
 
 class Pacer:
     """Runs callables at reactor times, sharing one timer."""
@@ -43,7 +40,9 @@ class Pacer:
     def __init__(self, clock: IReactorTime, slack: float = 0.0005) -> None:
         self.clock = clock
         self.slack = slack
-        self._heap: list[Waiter] = []
+        # (due, seq, waiter): tuples compare in C, a Waiter.__lt__ in Python
+        # cost 4% of the server's CPU with a thousand paced streams.
+        self._heap: list[tuple[float, int, Waiter]] = []
         self._seq = 0
         self._timer: IDelayedCall | None = None
         self._armed_for = float("inf")
@@ -52,13 +51,13 @@ class Pacer:
         self.wakeups = 0
 
     def __len__(self) -> int:
-        return sum(1 for w in self._heap if w.active)
+        return sum(1 for _, _, w in self._heap if w.active)
 
     def at(self, due: float, call: Callable[[], object]) -> Waiter:
         """Run ``call`` at reactor time ``due`` (or a little after)."""
-        self._seq += 1
-        waiter = Waiter(due, self._seq, call)
-        heapq.heappush(self._heap, waiter)
+        seq = self._seq = self._seq + 1
+        waiter = Waiter(due, seq, call)
+        heapq.heappush(self._heap, (due, seq, waiter))
         if due < self._armed_for:
             self._arm(due)
         return waiter
@@ -82,8 +81,9 @@ class Pacer:
         heap = self._heap
         horizon = self.clock.seconds() + self.slack
         ready = []
-        while heap and heap[0].due <= horizon:
-            waiter = heapq.heappop(heap)
+        pop = heapq.heappop
+        while heap and heap[0][0] <= horizon:
+            waiter = pop(heap)[2]
             if waiter.active:
                 ready.append(waiter)
         self._ready = ready
@@ -101,14 +101,14 @@ class Pacer:
         finally:
             self._ready = []
             self._armed_for = float("inf")
-            while heap and not heap[0].active:
+            while heap and not heap[0][2].active:
                 heapq.heappop(heap)
             if heap:
-                self._arm(heap[0].due)
+                self._arm(heap[0][0])
 
     def stop(self) -> None:
         """Drop every waiter and the timer (used at shutdown)."""
-        for waiter in (*self._heap, *self._ready):
+        for waiter in (*(entry[2] for entry in self._heap), *self._ready):
             waiter.active = False
         self._heap.clear()
         if self._timer is not None and self._timer.active():

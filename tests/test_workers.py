@@ -105,3 +105,18 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(self.server.stop(timeout=20), 0)
         for pid in workers:
             self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} still running")
+
+    def test_workers_do_not_outlive_a_killed_supervisor(self) -> None:
+        """SIGKILL leaves the supervisor no chance to stop them: the kernel does."""
+        workers = _children(self.parent)
+        os.kill(self.parent, signal.SIGKILL)
+        _wait(lambda: not any(_alive(pid) for pid in workers), timeout=20)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie awaiting its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
