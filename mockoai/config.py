@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from mockoai import latency
+from mockoai import auth, cors, latency
 from mockoai.engine import EngineConfig
 from mockoai.latency import Distribution, LatencyModel
 
@@ -203,9 +203,31 @@ class Settings:
     openrouter_generations: int = 10_000
     openrouter_generation_ttl: float = 3600.0  # seconds
     # --- settings: observability ---
+    kv_cache_tokens: int = 0  # 0 = vllm:kv_cache_usage_perc is the share of --max-running
+    request_log: str | None = None
+    request_log_max_size: int = 100 * 1024 * 1024
+    request_log_files: int = 5
     # --- settings: auth-cors ---
+    api_keys: tuple[auth.ApiKey, ...] = ()
+    api_keys_file: auth.KeysFile | None = None
+    auth_health: bool = False
+    cors_origins: tuple[str, ...] = ()
+    cors_methods: tuple[str, ...] = cors.DEFAULT_METHODS
+    cors_headers: tuple[str, ...] = (cors.ANY,)
+    cors_max_age: int = cors.DEFAULT_MAX_AGE
+    cors_credentials: bool = False
     # --- settings: hostile-input ---
+    header_timeout: float = 10.0
+    max_url_length: int = 8192
+    max_headers: int = 100
+    max_header_bytes: int = 64 * 1024
+    max_json_depth: int = 64
+    max_messages: int = 2048
+    max_string_length: int = 10_485_760
+    max_prompt_chars: int = 0
+    max_n: int = 128
     # --- settings: tls-http2 ---
+    http2: bool = True
     config: str | None = None
 
     def model(self, model_id: str) -> ModelSpec | None:
@@ -730,9 +752,132 @@ FIELDS: tuple[Field, ...] = (
         metavar="S",
     ),
     # --- fields: observability ---
+    Field(
+        "kv_cache_tokens",
+        _integer(0, 10**10),
+        "Engine: simulated KV-cache capacity in tokens, for vllm:kv_cache_usage_perc "
+        "(prompt + output tokens held by running sequences / this); 0 = running "
+        "sequences / --max-running.",
+        metavar="N",
+    ),
+    Field(
+        "request_log",
+        _text,
+        "Write one JSON line per request to this file (with --workers, one file per "
+        "worker: PATH-0, PATH-1, ...).",
+        metavar="PATH",
+    ),
+    Field(
+        "request_log_max_size",
+        _size,
+        "Rotate the request log when it reaches this size (default 100MiB).",
+        metavar="SIZE",
+    ),
+    Field(
+        "request_log_files",
+        _integer(1, 1000),
+        "Rotated request-log files kept (PATH.1 is the newest).",
+        metavar="N",
+    ),
     # --- fields: auth-cors ---
+    Field(
+        "api_keys",
+        auth.parse_keys,
+        "API key the server accepts (repeatable); none = any or no key is accepted.",
+        repeatable=True,
+        cli="api-key",
+        metavar="KEY",
+    ),
+    Field(
+        "api_keys_file",
+        auth.parse_keys_file,
+        "TOML or .json file of accepted keys: [[keys]] with key, label, rpm, tpm.",
+        metavar="PATH",
+    ),
+    Field(
+        "auth_health",
+        _boolean,
+        "With API keys: require a key on /health, /metrics and /stats too.",
+        flag=True,
+    ),
+    Field(
+        "cors_origins",
+        cors.parse_origins,
+        "Origin allowed to call the API from a browser (repeatable), or *; none = CORS off.",
+        repeatable=True,
+        cli="cors-origin",
+        metavar="ORIGIN",
+    ),
+    Field(
+        "cors_methods",
+        cors.parse_tokens,
+        "CORS: methods a preflight allows, comma-separated. Default GET,POST.",
+        metavar="LIST",
+    ),
+    Field(
+        "cors_headers",
+        cors.parse_tokens,
+        "CORS: request headers a preflight allows, comma-separated; * (default) = "
+        "whatever the preflight asks for.",
+        metavar="LIST",
+    ),
+    Field(
+        "cors_max_age",
+        _integer(0, 86400),
+        "CORS: seconds a browser may cache a preflight answer.",
+        metavar="S",
+    ),
+    Field(
+        "cors_credentials",
+        _boolean,
+        "CORS: allow credentialed requests (cookies); the origin is echoed instead of *.",
+        flag=True,
+    ),
     # --- fields: hostile-input ---
+    Field(
+        "header_timeout",
+        _number(0, 3600),
+        "Seconds a client has to send a request's headers, from connecting or from the "
+        "first byte of a later request; slower ones get 408 and are closed (0 = no limit).",
+        metavar="S",
+    ),
+    Field(
+        "max_url_length", _integer(64, 1 << 20), "Longest request target (414 above).", metavar="N"
+    ),
+    Field("max_headers", _integer(8, 10_000), "Most header fields (431 above).", metavar="N"),
+    Field(
+        "max_header_bytes",
+        _size,
+        "Most bytes of header names and values (431 above).",
+        metavar="SIZE",
+    ),
+    Field(
+        "max_json_depth",
+        _integer(2, 512),
+        "Deepest nesting of arrays and objects in a body (unparseable JSON, 400, above).",
+        metavar="N",
+    ),
+    Field("max_messages", _integer(1, 1_000_000), "Most chat messages (400 above).", metavar="N"),
+    Field(
+        "max_string_length",
+        _integer(1, 1 << 30),
+        "Longest message content or prompt string, in characters (400 above).",
+        metavar="N",
+    ),
+    Field(
+        "max_prompt_chars",
+        _integer(0, 1 << 34),
+        "Most characters of message content or prompt text in all (0 = no limit).",
+        metavar="N",
+    ),
+    Field("max_n", _integer(1, 10_000), "Largest n, choices per prompt (400 above).", metavar="N"),
     # --- fields: tls-http2 ---
+    Field(
+        "http2",
+        _boolean,
+        "Offer HTTP/2 (ALPN h2) on ssl: listeners; off = HTTP/1.1 only.",
+        metavar="on|off",
+    ),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 #: Settings a [[models]] table may set for that model alone.
@@ -832,6 +977,13 @@ def _check(settings: Settings) -> None:
                 f"--listen: {description!r}: no such socket was passed in by systemd"
             ) from None
         except Exception as e:
+            if type(e).__module__.startswith("OpenSSL"):
+                # pyOpenSSL's errors are lists of (library, function, reason).
+                reasons = e.args[0] if e.args and isinstance(e.args[0], list) else [(str(e),)]
+                raise ConfigError(
+                    f"--listen: cannot use endpoint {description!r}: not a PEM private key "
+                    f"and certificate (OpenSSL: {'; '.join(str(r[-1]) for r in reasons)})"
+                ) from None
             raise ConfigError(f"--listen: cannot use endpoint {description!r}: {e}") from None
     if settings.workers > 1:
         for description in settings.listen:
@@ -867,6 +1019,13 @@ def _check(settings: Settings) -> None:
                 f"--openrouter-failing-models: {failing} names provider {failing.provider!r}, "
                 "which is not in --openrouter-providers"
             )
+    if settings.api_keys and settings.api_keys_file is not None:
+        given = {k.key for k in settings.api_keys}
+        for k in settings.api_keys_file.keys:
+            if k.key in given:
+                raise ConfigError(
+                    f"--api-keys-file: key {auth.mask(k.key)} is also given by --api-key"
+                )
 
 
 def describe(settings: Settings) -> str:

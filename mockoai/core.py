@@ -12,8 +12,8 @@ import time
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
+from mockoai import auth, errors
 from mockoai import corpus as corpus_module
-from mockoai import errors
 from mockoai.config import ENDPOINT_KINDS, ModelProfile, ModelSpec, Settings
 from mockoai.corpus import Corpus
 from mockoai.engine import Engine
@@ -24,7 +24,7 @@ from mockoai.pacing import Pacer
 from mockoai.render import Renderer, model_object, models_list
 from mockoai.sampling import Planner
 from mockoai.stats import Stats
-from mockoai.validate import GenerationRequest
+from mockoai.validate import GenerationRequest, InputLimits
 
 #: How many ad-hoc model names (--any-model) keep their templates cached.
 _ADHOC_CACHE = 1024
@@ -63,8 +63,18 @@ class Core:
         self._adhoc: dict[str, ServedModel] = {}
         self._adhoc_pacer = Pacer(clock, slack)
         self._adhoc_engine: Engine | None = None
-        self.limits = RateLimits(clock, settings.rpm, settings.tpm, settings.ip_rpm)
+        #: The accepted API keys (None: any key or none is accepted).
+        self.auth = auth.from_settings(settings)
+        self.limits = RateLimits(
+            clock,
+            settings.rpm,
+            settings.tpm,
+            settings.ip_rpm,
+            per_key=self.auth.limits() if self.auth is not None else None,
+        )
         self.stats = Stats()
+        #: What a request body may hold (the hostile-input settings).
+        self.input_limits = InputLimits.from_settings(settings)
         self.models_body = models_list([(m.id, m.created, m.owned_by) for m in settings.models])
         #: OpenRouter mode (/api/v1): its routing, accounts, generations and templates.
         self.openrouter = OpenRouter(self)

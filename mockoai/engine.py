@@ -126,6 +126,18 @@ class Engine:
         """Share of the engine's sequence slots in use (for KV-cache style gauges)."""
         return self.used / self.config.max_running if self.config.max_running else 0.0
 
+    def kv_tokens(self) -> int:
+        """
+        Tokens the admitted sequences hold in a KV cache: each one's prompt
+        (shared by its choices, as prefix caching shares it) plus every
+        choice's output so far.  O(running); read at scrape time only.
+        """
+        held = 0
+        for sequence in (*self._batch, *self.joining):
+            if sequence.state != DONE:
+                held += sequence.prompt_tokens + sequence.width * sequence.produced
+        return held
+
     def submit(self, sequence: Sequence) -> None:
         """Admit, queue, or refuse (raising the L{errors.APIError} to answer)."""
         sequence.enqueued_at = self.clock.seconds()

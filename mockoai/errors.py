@@ -148,6 +148,26 @@ def array_too_long(param: str, maximum: int, length: int) -> APIError:
     )
 
 
+def string_too_long(param: str, maximum: int, length: int) -> APIError:
+    return APIError(
+        400,
+        f"Invalid '{param}': string too long. Expected a string with maximum length {maximum}, "
+        f"but got a string with length {length} instead.",
+        param=param,
+        code="string_above_max_length",
+    )
+
+
+def unsupported_content_type(content_type: str) -> APIError:
+    return APIError(
+        400,
+        f"Unsupported content type: '{content_type}'. This API method only accepts "
+        f"'application/json' requests, but you specified the header 'Content-Type: "
+        f"{content_type}'. Please try again with a supported content type.",
+        code="unsupported_content_type",
+    )
+
+
 def invalid_value(param: str, value: object, supported: tuple[str, ...]) -> APIError:
     quoted = [f"'{s}'" for s in supported]
     listed = ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 1 else quoted[0]

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -31,13 +32,11 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from mockoai import errors
+from mockoai import errors, guard
 from mockoai.openrouter import errors as openrouter_errors
 
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
-MAX_HEADERS = 200
-MAX_HEADER_BYTES = 64 * 1024
 _STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
 _STATUS[431] = b"431 Request Header Fields Too Large"
 
@@ -56,7 +55,9 @@ class LeanRequest:
         "content",
         "finished",
         "keep_alive",
+        "key_label",
         "method",
+        "outcome",
         "path",
         "raw_headers",
         "site",
@@ -91,6 +92,8 @@ class LeanRequest:
         self.finished = False
         self._disconnected = False
         self._notify: list[Deferred[None]] | None = None
+        self.key_label: str | None = None  # the API key's label (mockoai.auth)
+        self.outcome: Any = None  # what became of it (mockoai.outcome.Outcome)
 
     # --- reading the request ---
 
@@ -134,7 +137,8 @@ class LeanRequest:
 
     def _head(self) -> bytes:
         headers = self._response_headers
-        if b"content-length" not in headers and self.method != b"HEAD":
+        # 204 (a CORS preflight's answer) has neither a length nor a body.
+        if b"content-length" not in headers and self.method != b"HEAD" and self.code != 204:
             if self.clientproto == b"HTTP/1.1":
                 self.chunked = True
                 headers[b"transfer-encoding"] = (b"Transfer-Encoding", b"chunked")
@@ -153,22 +157,21 @@ class LeanRequest:
             raise RuntimeError("write() after finish()")
         if self._disconnected:
             return
-        transport = self.channel.transport
-        assert transport is not None
+        send = self.channel.send
         if not self.started:
             self.started = True
             head = self._head()
             if self.method == b"HEAD" or not data:
-                transport.write(head)
+                send(head)
             elif self.chunked:
-                transport.writeSequence((head, b"%x\r\n" % len(data), data, b"\r\n"))
+                send(b"%s%x\r\n%s\r\n" % (head, len(data), data))
             else:
-                transport.writeSequence((head, data))
+                send(head + data)
         elif data and self.method != b"HEAD":
             if self.chunked:
-                transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+                send(b"%x\r\n%s\r\n" % (len(data), data))
             else:
-                transport.write(data)
+                send(data)
 
     def finish(self) -> None:
         if self._disconnected:
@@ -176,13 +179,11 @@ class LeanRequest:
         if self.finished:
             return
         if not self.started:
-            if b"content-length" not in self._response_headers:
+            if b"content-length" not in self._response_headers and self.code != 204:
                 self._response_headers[b"content-length"] = (b"Content-Length", b"0")
             self.write(b"")
         elif self.chunked:
-            transport = self.channel.transport
-            assert transport is not None
-            transport.write(b"0\r\n\r\n")
+            self.channel.send(b"0\r\n\r\n")
         self.finished = True
         notify, self._notify = self._notify, None
         for d in notify or ():
@@ -228,6 +229,7 @@ class LeanChannel(Protocol, TimeoutMixin):
     timeOut: float | None = None
     requestFactory: Any = None
     secure = False
+    _socket: Any = None
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
@@ -242,6 +244,11 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        # Hostile input (mockoai.guard): the head being read, and its bytes so far.
+        self._in_head = False
+        self._head_seen = 0
+        self._idle_timeout: float | None = None
+        self._abort_call: Any = None
 
     @property
     def busy(self) -> bool:
@@ -258,15 +265,60 @@ class LeanChannel(Protocol, TimeoutMixin):
             with contextlib.suppress(OSError):
                 set_nodelay(True)
         self.secure = getattr(transport, "TLS", False) or hasattr(transport, "getPeerCertificate")
+        # Plain TCP only: TLS and test transports keep their own write path.
+        self._socket = transport.socket if type(transport) is tcp.Server else None
         self.site.channels.add(self)
+        # TimeoutMixin.setTimeout(None) forgets timeOut: keep the idle timeout.
+        self._idle_timeout = self.timeOut
+        self._limits = self.site.http_limits
         self.setTimeout(self.timeOut)
+        self.site.header_deadlines.start(self)
+
+    def send(self, data: bytes) -> None:
+        """
+        Write ``data`` now: straight to the socket when nothing is queued
+        before it, else through the transport's buffer.
+
+        C{transport.write} only buffers, then costs an epoll registration,
+        a reactor pass and a deregistration per write; a paced stream makes
+        one small write per event, so sending at once halves its CPU.
+        """
+        sock = self._socket
+        if sock is not None:
+            transport = self.transport
+            if (
+                not transport._tempDataLen  # type: ignore[union-attr]
+                and transport.offset == len(transport.dataBuffer)  # type: ignore[union-attr]
+                and not transport.disconnecting  # type: ignore[union-attr]
+                and not transport._aborting  # type: ignore[union-attr]
+            ):
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    sent = 0  # the transport's own write path reports the loss
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused or self._closing:
             return
         self.resetTimeout()
+        in_head = self._in_head
         try:
             self._parser.feed_data(data)
+            if self._in_head:
+                # A head split over reads: bound what httptools buffers of it,
+                # and start its slow-header deadline.
+                self._head_seen = self._head_seen + len(data) if in_head else len(data)
+                if self._head_seen > self._limits.head_bytes:
+                    raise _RefusalError(guard.headers_too_large(self._limits.max_header_bytes))
+                self.site.header_deadlines.start(self)
+        except _RefusalError as e:
+            self.refuse(e.error)
         except httptools.HttpParserUpgrade:
             self.refuse(errors.APIError(400, "Protocol upgrades are not supported."))
         except httptools.HttpParserError as e:
@@ -279,11 +331,28 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._pump()
 
     def timeoutConnection(self) -> None:
+        # A clean close (FIN, not RST: the client may still be reading the
+        # last answer), forced after a second if unsent data holds it open.
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.loseConnection()
+            self._abort_call = self.callLater(1.0, self.transport.abortConnection)
+
+    def header_timed_out(self) -> None:
+        """The slow-header deadline passed: 408 if a request began, then close."""
+        if self.busy:
+            # A pipelined head trickling in behind an answer in progress:
+            # judge it once that answer is out.
+            self.site.header_deadlines.start(self)
+        elif self._in_head:
+            self.refuse(guard.header_timeout(self._limits.header_timeout))
+        elif self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self.site.header_deadlines.lost(self)
         self.site.channels.discard(self)
         if getattr(self, "counted", False):
             self.site.connections.close()
@@ -299,6 +368,8 @@ class LeanChannel(Protocol, TimeoutMixin):
     # --- httptools callbacks ---
 
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_seen = 0
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -307,15 +378,21 @@ class LeanChannel(Protocol, TimeoutMixin):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._header_bytes += len(url)
+        if len(self._url) > self._limits.max_url_length:
+            raise _RefusalError(guard.uri_too_long(self._limits.max_url_length))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self._limits
         self._header_bytes += len(name) + len(value)
-        if len(self._headers) >= MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
-            raise _RefusalError(errors.APIError(431, "Request header fields too large."))
+        if len(self._headers) >= limits.max_headers:
+            raise _RefusalError(guard.too_many_headers(limits.max_headers))
+        if self._header_bytes > limits.max_header_bytes:
+            raise _RefusalError(guard.headers_too_large(limits.max_header_bytes))
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self.site.header_deadlines.done(self)
         limit = self.site.max_body_size
         for name, value in self._headers:
             lowered = name.lower()
@@ -385,7 +462,7 @@ class LeanChannel(Protocol, TimeoutMixin):
             self.transport.loseConnection()
             return
         if not self._queue:
-            self.setTimeout(self.timeOut)
+            self.setTimeout(self._idle_timeout)
         self._pump()
 
     def refuse(self, error: errors.APIError) -> None:

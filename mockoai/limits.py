@@ -246,6 +246,19 @@ def retry_headers(wait: float) -> list[tuple[bytes, bytes]]:
     return [(b"Retry-After", b"%d" % -(-ms // 1000)), (b"retry-after-ms", b"%d" % ms)]
 
 
+def request_key(request: Any) -> str:
+    """
+    The API key a request's buckets are kept under: its ``Authorization``
+    (see L{key_from_authorization}), else Azure's ``api-key`` header.
+    """
+    key = key_from_authorization(request.getHeader(b"authorization"))
+    if key == ANONYMOUS:
+        azure = request.getHeader(b"api-key")
+        if azure:
+            key = azure.decode("latin-1").strip()[:KEY_CHARS] or ANONYMOUS
+    return key
+
+
 def key_from_authorization(value: bytes | str | None) -> str:
     """The API key of an ``Authorization`` header, or L{ANONYMOUS}."""
     if value is None:
@@ -272,7 +285,9 @@ class _Refusal:
 class RateLimits:
     """
     Requests and tokens per minute per API key, and requests per minute per
-    client IP; each optional (``None`` or 0 turns it off).
+    client IP; each optional (``None`` or 0 turns it off).  ``per_key`` maps
+    configured keys to their own (rpm, tpm), each replacing the global limit
+    for that key (``None``: the global one applies; 0: no limit).
     """
 
     def __init__(
@@ -284,17 +299,30 @@ class RateLimits:
         max_tracked: int = 100_000,
         organization: str = ORGANIZATION,
         period: float = MINUTE,
+        per_key: dict[str, tuple[int | None, int | None]] | None = None,
     ) -> None:
         self.clock = clock
         self.organization = organization
         self.requests = BucketMap(rpm, max_tracked, period) if rpm else None
         self.tokens = BucketMap(tpm, max_tracked, period) if tpm else None
         self.ips = BucketMap(ip_rpm, max_tracked, period) if ip_rpm else None
+        #: A configured key's own (requests, tokens) maps, one bucket each.
+        self.per_key: dict[str, tuple[BucketMap | None, BucketMap | None]] = {
+            key[:KEY_CHARS]: (
+                self.requests if key_rpm is None else _own(key_rpm, period),
+                self.tokens if key_tpm is None else _own(key_tpm, period),
+            )
+            for key, (key_rpm, key_tpm) in (per_key or {}).items()
+        }
+        self.enabled = any(m is not None for m in (self.requests, self.tokens, self.ips)) or any(
+            m is not None for maps in self.per_key.values() for m in maps
+        )
         self.refused = 0
 
-    @property
-    def enabled(self) -> bool:
-        return any(m is not None for m in (self.requests, self.tokens, self.ips))
+    def _maps(self, key: str) -> tuple[BucketMap | None, BucketMap | None]:
+        """The (requests, tokens) bucket maps ``key`` spends from."""
+        own = self.per_key.get(key) if self.per_key else None
+        return own if own is not None else (self.requests, self.tokens)
 
     def enforce(self, request: Any, tokens: int, model: str) -> None:
         """
@@ -302,7 +330,7 @@ class RateLimits:
         ``x-ratelimit-*`` headers either way; raise the 429 of a refusal.
         """
         decision = self.check(
-            key_from_authorization(request.getHeader(b"authorization")),
+            request_key(request),
             client_ip(request.getClientAddress()),
             tokens,
             model=model,
@@ -324,8 +352,9 @@ class RateLimits:
         key = key[:KEY_CHARS] or ANONYMOUS
         tokens = max(0, tokens)
         # "is not None": an empty BucketMap is falsy.
-        requests = self.requests.get(key, now) if self.requests is not None else None
-        token_bucket = self.tokens.get(key, now) if self.tokens is not None else None
+        request_map, token_map = self._maps(key)
+        requests = request_map.get(key, now) if request_map is not None else None
+        token_bucket = token_map.get(key, now) if token_map is not None else None
         by_ip = self.ips.get(ip, now) if self.ips is not None and ip is not None else None
         where = f"in organization {self.organization}"
         if model:
@@ -399,15 +428,24 @@ class RateLimits:
         Give back what an allowed request was charged beyond ``used_tokens``
         (its real prompt + completion tokens).  Call once per decision.
         """
-        if not decision.allowed or self.tokens is None or decision.charged <= used_tokens:
+        token_map = self._maps(decision.key)[1]
+        if not decision.allowed or token_map is None or decision.charged <= used_tokens:
             return
-        bucket = self.tokens.peek(decision.key)
+        bucket = token_map.peek(decision.key)
         if bucket is not None:
             bucket.give(decision.charged - max(0, used_tokens), self.clock.seconds())
 
     def tracked(self) -> int:
         """Buckets currently held, all limits together."""
-        return sum(len(m) for m in (self.requests, self.tokens, self.ips) if m is not None)
+        maps = {id(m): m for m in (self.requests, self.tokens, self.ips) if m is not None}
+        for own in self.per_key.values():
+            maps.update((id(m), m) for m in own if m is not None)
+        return sum(len(m) for m in maps.values())
+
+
+def _own(limit: int, period: float) -> BucketMap | None:
+    """A configured key's own limit: one bucket (0: no limit)."""
+    return BucketMap(limit, 1, period) if limit else None
 
 
 def _quota(bucket: TokenBucket | None, now: float) -> Quota | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Union
 
-import ujson
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -24,7 +23,10 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from mockoai import errors, validate
 from mockoai.config import CHAT, COMPLETIONS
 from mockoai.core import Core
+from mockoai.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mockoai.metrics import Metrics
 from mockoai.openrouter import errors as openrouter_errors
+from mockoai.outcome import attach, note_error
 from mockoai.stream import StreamProducer, completed, delayed
 from mockoai.validate import GenerationRequest
 
@@ -44,6 +46,8 @@ class MockOAI:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.draining = False
+        #: /metrics and /stats (and the finish hook's counts).
+        self.metrics = Metrics(core)
 
     @app.route("/v1/chat/completions", methods=["POST"])
     def chat_completions(self, request: IRequest) -> Result:
@@ -109,13 +113,19 @@ class MockOAI:
     def _generate(
         self,
         request: IRequest,
-        parse: Callable[[dict[str, object]], GenerationRequest],
+        parse: Callable[[dict[str, object], validate.InputLimits], GenerationRequest],
         kind: str,
     ) -> Result:
-        wanted = parse(validate.parse_body(request.content.read()))
+        content_type = request.getHeader(b"content-type")
+        if content_type is not None and not _is_json(content_type):
+            raise errors.unsupported_content_type(content_type.decode("latin-1"))
+        limits = self.core.input_limits
+        wanted = parse(validate.parse_body(request.content.read(), limits.max_json_depth), limits)
         core = self.core
         model = core.model(wanted.model, kind)
-        stats = core.stats.for_model(wanted.model)
+        # Recorded into through the request's record, which the finish hook reads.
+        stats = attach(request, core.stats.for_model(wanted.model), wanted.model, wanted.stream)
+        stats.prompt_tokens = wanted.prompt_tokens
         stats.arrived()
         try:
             self._rate_limit(request, wanted, model.profile.max_output_tokens)
@@ -155,16 +165,27 @@ class MockOAI:
             rate_limits.enforce(request, self.core.estimate(wanted, cap), wanted.model)
 
     @app.route("/stats", methods=["GET"])
-    def statistics(self, request: IRequest) -> bytes:
+    def statistics(self, request: IRequest) -> bytes | Deferred[bytes]:
         """Latency percentiles and counters per model (mockoai's own, not OpenAI's)."""
         request.setHeader(b"Content-Type", JSON)
-        return ujson.dumps({"models": self.core.stats.snapshot()}).encode()
+        return self.metrics.stats_body()
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """Prometheus text exposition: mockoai's series and vLLM's (mockoai/metrics.py)."""
+        request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
+        return self.metrics.exposition()
 
     # Errors: the same envelopes whichever resource dispatched the request.
 
     @app.handle_errors(Exception)
     def failed(self, request: IRequest, failure: Failure) -> bytes:
         return error_body(request, failure)
+
+
+def _is_json(content_type: bytes) -> bool:
+    """``application/json``, with parameters or not (OpenAI takes ``; charset=utf-8``)."""
+    return content_type.split(b";", 1)[0].strip().lower() == JSON
 
 
 def error_body(request: IRequest, failure: Failure) -> bytes:
@@ -182,6 +203,7 @@ def error_body(request: IRequest, failure: Failure) -> bytes:
 
         Logger().failure("Unhandled error serving {uri}", failure, uri=request.uri)
         error = errors.server_error()
+    note_error(request, error.code or error.type)
     request.setResponseCode(error.status)
     request.setHeader(b"Content-Type", JSON)
     for name, value in error.headers:

@@ -20,11 +20,16 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mockoai import __version__
+from mockoai import __version__, cors
 from mockoai.config import Settings, describe
 from mockoai.core import Core
 from mockoai.dispatch import Router
+from mockoai.guard import HttpLimits
+from mockoai.http2 import factory_for
+from mockoai.observe import Observer
+from mockoai.requestlog import RequestLog, worker_path
 from mockoai.routes import MockOAI
+from mockoai.siblings import Siblings
 from mockoai.site import MockSite
 from mockoai.workers import ReusePortService
 
@@ -43,6 +48,8 @@ class MockoaiService(MultiService):
         self.api = api
         self.site = site
         self.clock = clock
+        #: --request-log: closed (flushed) once the drain is over.
+        self.request_log: RequestLog | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -85,7 +92,7 @@ class MockoaiService(MultiService):
         stopped_listening = super().stopService()
         for channel in list(site.channels):
             if not channel.busy:
-                channel.transport.loseConnection()
+                _close(channel)
 
         drained: Deferred[None] = Deferred()
         timer = self.clock.callLater(self.settings.grace_period, _fire, drained)
@@ -107,15 +114,18 @@ class MockoaiService(MultiService):
                 else:
                     # Answered in full: close once the last bytes (a stream's
                     # [DONE]) are sent; an abort would drop what is buffered.
-                    channel.transport.loseConnection()
+                    _close(channel)
             for pacer in self.core.pacers():
                 pacer.stop()
+            site.header_deadlines.stop()
             closed: Deferred[None] = Deferred()
             _when_closed(self.clock, site, closed, self.clock.seconds() + _FLUSH_TIMEOUT)
             return closed
 
         def stopped(_: object) -> None:
             clean_exit(self.clock)
+            if self.request_log is not None:
+                self.request_log.close()
             for line in self.core.stats.summary_lines():
                 _log.info("{line}", line=line)
             _log.info("stopped")
@@ -152,17 +162,31 @@ def _when_closed(clock: Any, site: MockSite, closed: Deferred[None], deadline: f
     closed.callback(None)
 
 
+def _close(channel: Any) -> None:
+    """Close once what is answered is sent (HTTP/2 says GOAWAY and waits for its streams)."""
+    close = getattr(channel, "close_gracefully", None)
+    if close is not None:
+        close()
+    else:
+        channel.transport.loseConnection()
+
+
 def _fire(d: Deferred[None]) -> None:
     if not d.called:
         d.callback(None)
 
 
 def build(
-    settings: Settings, reactor: IReactorTime | None = None, reuseport: bool = False
+    settings: Settings,
+    reactor: IReactorTime | None = None,
+    reuseport: bool = False,
+    worker: int | None = None,
+    run_dir: str | None = None,
 ) -> MockoaiService:
     """
     The whole object graph for ``settings``; ``reuseport`` when this is one
-    of several --workers sharing the TCP ports.
+    of several --workers sharing the TCP ports (``worker`` is its index,
+    ``run_dir`` where the workers find each other).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -181,14 +205,37 @@ def build(
         settings.access_log,
         lean=_use_lean(settings.http),
         max_connections=settings.max_connections,
+        http_limits=HttpLimits.from_settings(settings),
     )
+    site.auth = core.auth
+    site.cors = cors.from_settings(settings)
     top = MockoaiService(settings, core, api, site, reactor)
+    _observe(top, worker, run_dir)
     for description in settings.listen:
         if reuseport:
             ReusePortService(description, site, reactor).setServiceParent(top)
         else:
-            strports.service(description, site).setServiceParent(top)
+            factory = factory_for(description, site, settings.http2)
+            strports.service(description, factory).setServiceParent(top)
     return top
+
+
+def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> None:
+    """The finish hook, the request log, and (with --workers) the siblings' numbers."""
+    settings, metrics, clock = top.settings, top.api.metrics, top.clock
+    metrics.site = top.site
+    if settings.request_log:
+        top.request_log = RequestLog(
+            worker_path(settings.request_log, worker),
+            clock,
+            settings.request_log_max_size,
+            settings.request_log_files,
+        )
+        top.request_log.setServiceParent(top)
+    top.site.observer = Observer(metrics.counts, top.request_log)
+    if run_dir is not None and worker is not None:
+        metrics.siblings = Siblings(clock, run_dir, worker, metrics.state)
+        metrics.siblings.setServiceParent(top)
 
 
 def _use_lean(choice: str) -> bool:

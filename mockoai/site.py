@@ -24,10 +24,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from mockoai import errors
+from mockoai import errors, guard
+from mockoai.auth import Authenticator
+from mockoai.cors import Cors
 from mockoai.dispatch import Router
+from mockoai.guard import HeaderDeadlines, HttpLimits
 from mockoai.ids import IdMaker
 from mockoai.limits import ConnectionCap, RefusedConnection
+from mockoai.observe import Observer
 from mockoai.openrouter import errors as openrouter_errors
 
 _HEALTH = b"/health"
@@ -38,6 +42,10 @@ class MockRequest(server.Request):
 
     _counted = False
     _body_size = 0
+    #: What became of it (L{mockoai.outcome.Outcome}), for the finish hook.
+    outcome = None
+    #: The label of the API key it presented (L{mockoai.auth}), when keys are on.
+    key_label: str | None = None
     channel: MockChannel
     site: MockSite
 
@@ -66,12 +74,13 @@ class MockRequest(server.Request):
         site = self.channel.site if self.channel is not None else None
         server.Request.connectionLost(self, reason)
         if site is not None:
-            self._release(site)
+            self._release(site, lost=True)
 
-    def _release(self, site: MockSite | None = None) -> None:
+    def _release(self, site: MockSite | None = None, lost: bool = False) -> None:
         if self._counted:
             self._counted = False
-            (site or self.site).released()
+            site = site or self.site
+            (site.request_lost if lost else site.request_finished)(self)
 
 
 class MockChannel(http.HTTPChannel):
@@ -87,14 +96,60 @@ class MockChannel(http.HTTPChannel):
             with contextlib.suppress(OSError):
                 set_nodelay(True)
         self.site.channels.add(self)
+        # Hostile input (mockoai.guard): twisted.web's own limits become
+        # backstops behind ours, which answer 414/431 envelopes.
+        limits = self._limits = self.site.http_limits
+        self.maxHeaders = limits.max_headers
+        self.MAX_LENGTH = max(limits.max_url_length, limits.max_header_bytes) + 1024
+        self.totalHeadersSize = limits.head_bytes + self.MAX_LENGTH
+        self._head_bytes = 0
+        self.site.header_deadlines.start(self)
 
     def connectionLost(self, reason: object) -> None:
+        self.site.header_deadlines.lost(self)
         self.site.channels.discard(self)
         if getattr(self, "counted", False):
             self.site.connections.close()
         super().connectionLost(reason)
 
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._in_head():
+            self.site.header_deadlines.start(self)
+
+    def _in_head(self) -> bool:
+        """Whether part of a request head, and not all of it, has arrived."""
+        return (
+            self.line_mode
+            and not self._refused
+            and not self._handlingRequest
+            and (bool(self._buffer) or not self._HTTPChannel__first_line)  # type: ignore[attr-defined]
+        )
+
+    def header_timed_out(self) -> None:
+        """The slow-header deadline passed: 408 if a request began, then close."""
+        if self._handlingRequest:
+            self.site.header_deadlines.start(self)
+        elif self._in_head():
+            self.refuse(guard.header_timeout(self._limits.header_timeout))
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            self.refuse(guard.uri_too_long(self._limits.max_url_length))
+        else:
+            self.refuse(guard.headers_too_large(self._limits.max_header_bytes))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's bare "400 Bad Request" for whatever it rejects.
+        if self._receivedHeaderCount > self.maxHeaders:
+            self.refuse(guard.too_many_headers(self.maxHeaders))
+        else:
+            self.refuse(guard.malformed())
+
     def allHeadersReceived(self) -> None:
+        self.site.header_deadlines.done(self)
         limit = self.site.max_body_size
         if self.length is not None and self.length > limit:
             self.refuse(errors.body_too_large(limit))
@@ -112,7 +167,7 @@ class MockChannel(http.HTTPChannel):
             b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
             % (
                 error.status,
-                http.RESPONSES.get(error.status, b"Error"),
+                guard.reason(error.status),
                 len(body),
                 self.site.ids.request(),
                 body,
@@ -121,8 +176,22 @@ class MockChannel(http.HTTPChannel):
         self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
-        if not self._refused:
-            super().lineReceived(line)
+        if self._refused:
+            return
+        limits = self._limits
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            self._head_bytes = 0
+            parts = line.split(b" ", 2)
+            if len(parts) > 1 and len(parts[1]) > limits.max_url_length:
+                self.refuse(guard.uri_too_long(limits.max_url_length))
+                return
+        elif line:
+            # Names and values, as the lean stack counts them (not ": ").
+            self._head_bytes += len(line) - 2
+            if self._head_bytes > limits.max_header_bytes:
+                self.refuse(guard.headers_too_large(limits.max_header_bytes))
+                return
+        super().lineReceived(line)
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -137,6 +206,9 @@ class MockSite(server.Site):
     """The site: routes through a L{Router}, counts requests, can drain."""
 
     protocol = MockChannel  # type: ignore[assignment]
+    #: API keys and CORS (L{mockoai.auth}, L{mockoai.cors}); None = off, for free.
+    auth: Authenticator | None = None
+    cors: Cors | None = None
 
     def __init__(
         self,
@@ -149,6 +221,7 @@ class MockSite(server.Site):
         access_log: bool = False,
         lean: bool = False,
         max_connections: int = 0,
+        http_limits: HttpLimits | None = None,
     ) -> None:
         super().__init__(
             resource,
@@ -165,11 +238,15 @@ class MockSite(server.Site):
         self.clock = clock
         self.ids = ids
         self.max_body_size = max_body_size
+        self.http_limits = http_limits or HttpLimits()
+        self.header_deadlines = HeaderDeadlines(clock, self.http_limits.header_timeout)
         self.access_log = access_log
         self.channels: set[MockChannel] = set()
         self.connections = ConnectionCap(max_connections)
         self.active = 0
         self.draining = False
+        #: Called once as each request ends (L{mockoai.observe.Observer}).
+        self.observer: Observer | None = None
         self._on_idle: list[Callable[[], None]] = []
         self._date_second = -1
         self._date = b""
@@ -183,6 +260,13 @@ class MockSite(server.Site):
         channel = super().buildProtocol(addr)
         channel.counted = True
         return channel
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        ALPN: the site's channels speak HTTP/1.1 only (twisted.web's Site
+        would offer h2 too); TLS listeners get h2 through L{mockoai.http2}.
+        """
+        return [b"http/1.1"]
 
     def date(self) -> bytes:
         """The Date header, formatted once a second rather than per request."""
@@ -201,6 +285,9 @@ class MockSite(server.Site):
         request.setHeader(b"Date", self.date())
         request.setHeader(b"x-request-id", self.ids.request())
         self.active += 1
+        # CORS first: a preflight is answered here, before keys and routes.
+        if self.cors is not None and self.cors.apply(request):
+            return
         if self.draining:
             request.setHeader(b"Connection", b"close")
             # ...and close it once this answer is out: twisted.web decides from
@@ -210,20 +297,23 @@ class MockSite(server.Site):
             else:
                 request.channel.persistent = False
             if request.path != _HEALTH:
-                error = errors.draining()
-                request.setResponseCode(error.status)
-                request.setHeader(b"Content-Type", b"application/json")
-                body = openrouter_errors.body_for(request.path, error)
-                request.setHeader(b"Content-Length", b"%d" % len(body))
-                request.write(body)
-                request.finish()
+                _answer(request, errors.draining())
+                return
+        if self.auth is not None:
+            refused = self.auth.check(request)
+            if refused is not None:
+                _answer(request, refused)
                 return
         self.router.render(request)
 
     def request_finished(self, request: Any) -> None:
+        if self.observer is not None:
+            self.observer.finished(request)
         self.released()
 
     def request_lost(self, request: Any) -> None:
+        if self.observer is not None:
+            self.observer.finished(request, lost=True)
         self.released()
 
     def released(self) -> None:
@@ -239,3 +329,15 @@ class MockSite(server.Site):
             call()
         else:
             self._on_idle.append(call)
+
+
+def _answer(request: Any, error: errors.APIError) -> None:
+    """Answer ``request`` with ``error`` before it reaches a route."""
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    for name, value in error.headers:
+        request.setHeader(name, value)
+    body = openrouter_errors.body_for(request.path, error)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()

@@ -17,8 +17,8 @@ which makes a constant distribution exact.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -193,6 +193,40 @@ class Histogram:
         self._min = min(self._min, other._min)
         return self
 
+    def cumulative(self, bounds: list[float]) -> list[int]:
+        """
+        Values at or below each bound, for Prometheus ``le`` buckets: a
+        bucket of ours counts under every bound at or above its lower edge,
+        so a value exactly on a bound (a configured delay) is counted in it
+        and one at most ``2 * precision`` above it may be too.
+        """
+        cumulative = np.cumsum(self._counts)
+        edges = np.searchsorted(self._lower, bounds, side="right") - 1
+        return [int(cumulative[i]) for i in edges]
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able raw state (nonzero buckets only), for L{from_state} elsewhere."""
+        counts = self._counts
+        return {
+            "b": [(i, n) for i, n in enumerate(counts) if n],
+            "count": self.count,
+            "total": self.total,
+            "min": self._min if self.count else None,
+            "max": self._max,
+        }
+
+    def load(self, state: dict[str, Any]) -> Histogram:
+        """Add a L{state} of a histogram with this layout into this one; returns self."""
+        counts = self._counts
+        for i, n in state["b"]:
+            counts[i] += n
+        self.count += state["count"]
+        self.total += state["total"]
+        self._max = max(self._max, state["max"])
+        if state["min"] is not None:
+            self._min = min(self._min, state["min"])
+        return self
+
     def summary(self, scale: float = 1.0, digits: int = 2) -> dict[str, float | int]:
         """count, mean, p50, p90, p99, max: values times ``scale``, rounded."""
         values = [self.mean, *self.percentiles([p for _, p in REPORTED]), self.max]
@@ -216,6 +250,40 @@ LATENCIES = ("queue", "ttft", "itl", "e2e")
 COUNTS = ("prompt_tokens", "completion_tokens")
 
 
+class Finished(Protocol):
+    """A finished choice (L{mockoai.sampling.ChoicePlan})."""
+
+    finish_reason: str
+
+
+class Recorder(Protocol):
+    """
+    What the request path records into: a L{ModelStats}, or a request's
+    L{mockoai.outcome.Outcome} that passes every call on to one.
+    """
+
+    @property
+    def itl(self) -> Histogram: ...
+
+    def queued(self, seconds: float) -> None: ...
+
+    def first_token(self, seconds: float) -> None: ...
+
+    def completed(
+        self,
+        e2e: float,
+        ttft: float | None = None,
+        queue: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        choices: Iterable[Finished] = (),
+    ) -> None: ...
+
+    def reject(self, status: int = 429, code: str | None = None) -> None: ...
+
+    def cancel(self, tokens: int = 0) -> None: ...
+
+
 @attrs.define
 class ModelStats:
     """
@@ -224,7 +292,8 @@ class ModelStats:
     between tokens, ``e2e`` to the last byte.  Counters: ``requests``
     arrived, ``errors`` answered per status (rejections included),
     ``rejected`` refused by admission control (rate limits, full queues),
-    ``cancelled`` abandoned by the client before the end.
+    ``cancelled`` abandoned by the client before the end (``cancelled_tokens``
+    had been sent by then), ``finished`` choices per finish reason.
     """
 
     queue: Histogram = attrs.field(factory=latency_histogram)
@@ -237,14 +306,16 @@ class ModelStats:
     errors: dict[int, int] = attrs.field(factory=dict)
     rejected: int = 0
     cancelled: int = 0
+    cancelled_tokens: int = 0
+    finished: dict[str, int] = attrs.field(factory=dict)
 
     def arrived(self) -> None:
         self.requests += 1
 
-    def failed(self, status: int) -> None:
+    def failed(self, status: int, code: str | None = None) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1
 
-    def reject(self, status: int = 429) -> None:
+    def reject(self, status: int = 429, code: str | None = None) -> None:
         """A refusal by admission control: counted as rejected and as an error."""
         self.rejected += 1
         self.failed(status)
@@ -256,8 +327,17 @@ class ModelStats:
         else:
             self.failed(status)
 
-    def cancel(self) -> None:
+    def cancel(self, tokens: int = 0) -> None:
         self.cancelled += 1
+        self.cancelled_tokens += tokens
+
+    def queued(self, seconds: float) -> None:
+        """Time from arrival to admission by the engine."""
+        self.queue.record(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        """Time from arrival to the first token out."""
+        self.ttft.record(seconds)
 
     def completed(
         self,
@@ -266,9 +346,14 @@ class ModelStats:
         queue: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        choices: Iterable[Finished] = (),
     ) -> None:
-        """A whole answer went out: its latencies (seconds) and token counts."""
+        """A whole answer went out: its latencies (seconds), token counts and choices."""
         self.e2e.record(e2e)
+        finished = self.finished
+        for choice in choices:
+            reason = choice.finish_reason
+            finished[reason] = finished.get(reason, 0) + 1
         if ttft is not None:
             self.ttft.record(ttft)
         if queue is not None:
@@ -290,6 +375,35 @@ class ModelStats:
             self.errors[status] = self.errors.get(status, 0) + n
         self.rejected += other.rejected
         self.cancelled += other.cancelled
+        self.cancelled_tokens += other.cancelled_tokens
+        for reason, n in other.finished.items():
+            self.finished[reason] = self.finished.get(reason, 0) + n
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able raw state: what a sibling worker needs to merge this in."""
+        return {
+            "histograms": {name: histogram.state() for name, histogram in self.histograms()},
+            "requests": self.requests,
+            "errors": [(status, n) for status, n in self.errors.items()],
+            "rejected": self.rejected,
+            "cancelled": self.cancelled,
+            "cancelled_tokens": self.cancelled_tokens,
+            "finished": self.finished,
+        }
+
+    def load(self, state: dict[str, Any]) -> ModelStats:
+        """Add a L{state} into this one; returns self."""
+        for name, histogram in self.histograms():
+            histogram.load(state["histograms"][name])
+        self.requests += state["requests"]
+        for status, n in state["errors"]:
+            self.errors[status] = self.errors.get(status, 0) + n
+        self.rejected += state["rejected"]
+        self.cancelled += state["cancelled"]
+        self.cancelled_tokens += state["cancelled_tokens"]
+        for reason, n in state["finished"].items():
+            self.finished[reason] = self.finished.get(reason, 0) + n
         return self
 
     def snapshot(self) -> dict[str, Any]:
@@ -360,6 +474,20 @@ class Stats:
     def merge(self, other: Stats) -> Stats:
         for name, stats in other._models.items():
             self.for_model(name).merge(stats)
+        return self
+
+    def items(self) -> list[tuple[str, ModelStats]]:
+        """(model, stats), models in name order."""
+        return sorted(self._models.items())
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """JSON-able raw state of every model, for L{load} in another process."""
+        return {name: stats.state() for name, stats in self._models.items()}
+
+    def load(self, state: dict[str, dict[str, Any]]) -> Stats:
+        """Add a L{state} into this one; returns self."""
+        for name, model in state.items():
+            self.for_model(name).load(model)
         return self
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,7 @@ from mockoai.errors import APIError
 from mockoai.pacing import Pacer, Waiter
 from mockoai.render import EventStream, Pieces
 from mockoai.sampling import ChoicePlan, Plan
-from mockoai.stats import ModelStats
+from mockoai.stats import ModelStats, Recorder
 
 #: Where answers nobody asked to count are counted.
 _UNCOUNTED = ModelStats()
@@ -88,11 +88,11 @@ class StreamProducer:
         events: EventStream,
         pacer: Pacer,
         engine: Engine | None = None,
-        stats: ModelStats | None = None,
+        stats: Recorder | None = None,
     ) -> None:
         self.request = request
         self.plan = plan
-        self.stats = stats or _UNCOUNTED
+        self.stats: Recorder = stats or _UNCOUNTED
         self._sent = 0
         self._last_write = 0.0
         self.events = events
@@ -148,7 +148,7 @@ class StreamProducer:
 
     def admitted(self) -> None:
         if self.engine is not None:
-            self.stats.queue.record(self.clock.seconds() - self._t0)
+            self.stats.queued(self.clock.seconds() - self._t0)
         self._started = True
         self.request.write(b"")  # headers go out now, as OpenAI's do
         if self.engine is None:
@@ -163,7 +163,7 @@ class StreamProducer:
         if self._stopped:
             return
         self._stopped = True
-        self.stats.reject(error.status)
+        self.stats.reject(error.status, error.code)
         request = self.request
         request.setResponseCode(error.status)
         request.setHeader(b"Content-Type", b"application/json")
@@ -221,7 +221,7 @@ class StreamProducer:
                 # per token between writes (k tokens in a write share its gap).
                 now = self.clock.seconds()
                 if not self._sent:
-                    self.stats.ttft.record(now - self._t0)
+                    self.stats.first_token(now - self._t0)
                 else:
                     k = sent - self._sent
                     self.stats.itl.record((now - self._last_write) / k, k)
@@ -238,6 +238,7 @@ class StreamProducer:
             self.clock.seconds() - self._t0,
             prompt_tokens=plan.prompt_tokens,
             completion_tokens=plan.completion_tokens,
+            choices=plan.choices,
         )
         self._stopped = True
         request.unregisterProducer()
@@ -264,7 +265,7 @@ class StreamProducer:
         if self._stopped:
             return
         self._stopped = True
-        self.stats.cancel()
+        self.stats.cancel(self.events.sent)
         if self._waiter is not None:
             self.pacer.cancel(self._waiter)
             self._waiter = None
@@ -274,7 +275,7 @@ class StreamProducer:
 
 
 def completed(
-    engine: Engine, plan: Plan, render: Callable[[], bytes], stats: ModelStats | None = None
+    engine: Engine, plan: Plan, render: Callable[[], bytes], stats: Recorder | None = None
 ) -> Deferred[bytes]:
     """A non-streaming body, released when the engine has produced it all."""
     sequence: Sequence | None = None
@@ -300,7 +301,7 @@ class _Completion:
         plan: Plan,
         render: Callable[[], bytes],
         clock: IReactorTime,
-        stats: ModelStats,
+        stats: Recorder,
     ) -> None:
         self.d = d
         self.plan = plan
@@ -325,11 +326,11 @@ class _Completion:
 
     def failed(self, error: APIError) -> None:
         if not self.d.called:
-            self.stats.reject(error.status)
+            self.stats.reject(error.status, error.code)
             self.d.errback(error)
 
 
-def _record(stats: ModelStats, plan: Plan, e2e: float, ttft: float, queued: float) -> None:
+def _record(stats: Recorder, plan: Plan, e2e: float, ttft: float, queued: float) -> None:
     """A plain answer's latencies, as the engine or the timing made them."""
     stats.completed(
         e2e,
@@ -337,6 +338,7 @@ def _record(stats: ModelStats, plan: Plan, e2e: float, ttft: float, queued: floa
         queue=queued,
         prompt_tokens=plan.prompt_tokens,
         completion_tokens=plan.completion_tokens,
+        choices=plan.choices,
     )
     if plan.tokens > 1:
         stats.itl.record((e2e - ttft) / (plan.tokens - 1), plan.tokens - 1)
@@ -346,7 +348,7 @@ def delayed(
     pacer: Pacer,
     delay: float,
     render: Callable[[], bytes],
-    stats: ModelStats | None = None,
+    stats: Recorder | None = None,
     plan: Plan | None = None,
 ) -> bytes | Deferred[bytes]:
     """A non-streaming body, rendered and released after ``delay`` seconds."""
@@ -363,6 +365,8 @@ def delayed(
     def cancel(d: Deferred[bytes]) -> None:
         if waiter is not None:
             pacer.cancel(waiter)
+        if stats is not None:
+            stats.cancel()
 
     d: Deferred[bytes] = Deferred(cancel)
 

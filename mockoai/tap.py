@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from typing import Any
 
 from twisted.python import usage
 
 from mockoai.config import FIELDS, ConfigError, Settings, load_settings
 from mockoai.service import MockoaiService, build
-from mockoai.workers import Supervisor
+from mockoai.workers import Supervisor, die_with_parent
 
 
 class Options(usage.Options):
@@ -33,6 +34,8 @@ class Options(usage.Options):
     optParameters = [
         *([f.option, None, None, f.help] for f in FIELDS if not (f.flag or f.repeatable)),
         ["worker-index", None, None, "(internal) Run as worker I of a --workers supervisor."],
+        ["worker-dir", None, None, "(internal) Where a --workers supervisor's workers meet."],
+        ["supervisor", None, None, "(internal) Process id of the --workers supervisor."],
     ]
 
     settings: Settings
@@ -43,6 +46,8 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["model"] = []
+        self["api-key"] = []
+        self["cors-origin"] = []
         self.arguments = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -59,6 +64,14 @@ class Options(usage.Options):
     def opt_model(self, model: str) -> None:
         """Model id to serve (repeatable); replaces the default list of OpenAI models."""
         self["model"].append(model)
+
+    def opt_api_key(self, key: str) -> None:
+        """API key the server accepts (repeatable); none = any or no key is accepted."""
+        self["api-key"].append(key)
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """Origin allowed to call the API from a browser (repeatable), or *; none = CORS off."""
+        self["cors-origin"].append(origin)
 
     def postOptions(self) -> None:
         cli: dict[str, Any] = {
@@ -88,5 +101,12 @@ def makeService(options: Options) -> MockoaiService | Supervisor:
             "--workers",
             "1",
         ]
-        return Supervisor(settings.workers, argv, reactor, settings.grace_period)
-    return build(settings, reuseport=worker is not None)
+        # Each worker serves its numbers to the others on a unix socket here.
+        run_dir = tempfile.mkdtemp(prefix="mockoai-workers-")
+        argv += ["--worker-dir", run_dir]
+        argv += ["--supervisor", str(os.getpid())]
+        return Supervisor(settings.workers, argv, reactor, settings.grace_period, run_dir)
+    index = None if worker is None else int(worker)
+    if options["supervisor"] is not None:
+        die_with_parent(int(options["supervisor"]))
+    return build(settings, reuseport=index is not None, worker=index, run_dir=options["worker-dir"])

@@ -12,6 +12,9 @@ benchmark tools send many engine-specific extras.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import attrs
 import ujson
 
@@ -45,14 +48,81 @@ class GenerationRequest:
     echo: tuple[str, ...] = ()
 
 
-def parse_body(body: bytes) -> dict[str, object]:
+@attrs.frozen
+class InputLimits:
+    """
+    What a request body may hold (the hostile-input settings): nesting
+    depth, chat messages, characters per string and in all, and ``n``.
+    """
+
+    max_json_depth: int = 64
+    max_messages: int = 2048
+    max_string_length: int = 10_485_760
+    max_prompt_chars: int = 0  # 0: only the body size bounds it
+    max_n: int = MAX_N
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> InputLimits:
+        return cls(
+            settings.max_json_depth,
+            settings.max_messages,
+            settings.max_string_length,
+            settings.max_prompt_chars,
+            settings.max_n,
+        )
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
+def parse_body(body: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> dict[str, object]:
+    """
+    The JSON object in ``body``, parsed strictly: ujson takes ``NaN`` and
+    ``Infinity``, which are not JSON, and nests up to 1,024 levels, deeper
+    than the validators' recursion can go; both are refused as unparseable,
+    as OpenAI refuses them.  The checks cost two byte scans unless a body
+    has more brackets than ``max_depth`` or spells one of those words.
+    """
     try:
         data = ujson.loads(body)
     except (ValueError, OverflowError):
         raise errors.invalid_json() from None
+    if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(data, max_depth):
+        raise errors.invalid_json()
+    if (b"NaN" in body or b"Infinity" in body) and _not_finite(body):
+        raise errors.invalid_json()
     if not isinstance(data, dict):
         raise errors.not_an_object(data)
     return data
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep (no recursion)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        for child in children:  # type: ignore[attr-defined]
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _not_finite(body: bytes) -> bool:
+    """Whether ``NaN``/``Infinity`` appear as values (not inside strings)."""
+    try:
+        json.loads(body, parse_constant=_reject_constant, strict=False)
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def _optional_int(
@@ -188,7 +258,27 @@ def _common(
     )
 
 
-def _message(index: int, message: object) -> None:
+def _string(param: str, value: str, limit: int) -> int:
+    """``len(value)``, or OpenAI's 400 when it is over ``limit``."""
+    length = len(value)
+    if length > limit:
+        raise errors.string_too_long(param, limit, length)
+    return length
+
+
+def _prompt_too_long(param: str, chars: int, limit: int) -> errors.APIError:
+    return errors.invalid(
+        param,
+        f"The prompt is too long: {chars} characters of text, over this server's limit of "
+        f"{limit}. Please reduce the length of the {param}.",
+        code="context_length_exceeded",
+    )
+
+
+def _message(
+    index: int, message: object, max_string: int = DEFAULT_LIMITS.max_string_length
+) -> int:
+    """Check one message; the characters of its text content."""
     where = f"messages[{index}]"
     if type(message) is not dict:
         raise errors.invalid_type(where, "an object", message)
@@ -200,23 +290,30 @@ def _message(index: int, message: object) -> None:
     content = message.get("content")
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
-            return
+            return 0
         if role == "assistant" and "content" in message:
-            return
+            return 0
         raise errors.missing(f"{where}.content")
-    if type(content) is list:
+    chars = 0
+    if type(content) is str:
+        chars = _string(f"{where}.content", content, max_string)
+    elif type(content) is list:
         for j, part in enumerate(content):
             if type(part) is not dict:
                 raise errors.invalid_type(f"{where}.content[{j}]", "an object", part)
             if "type" not in part:
                 raise errors.missing(f"{where}.content[{j}].type")
-    elif type(content) is not str:
+            text = part.get("text")
+            if type(text) is str:
+                chars += _string(f"{where}.content[{j}].text", text, max_string)
+    else:
         raise errors.invalid_type(f"{where}.content", "a string or an array", content)
     if role == "tool" and "tool_call_id" not in message:
         raise errors.missing(f"{where}.tool_call_id")
+    return chars
 
 
-def chat(body: dict[str, object]) -> GenerationRequest:
+def chat(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> GenerationRequest:
     messages = body.get("messages")
     if messages is None:
         raise errors.missing("messages")
@@ -224,8 +321,14 @@ def chat(body: dict[str, object]) -> GenerationRequest:
         raise errors.invalid_type("messages", "an array", messages)
     if not messages:
         raise errors.empty_array("messages")
+    if len(messages) > limits.max_messages:
+        raise errors.array_too_long("messages", limits.max_messages, len(messages))
+    max_string = limits.max_string_length
+    chars = 0
     for i, message in enumerate(messages):
-        _message(i, message)
+        chars += _message(i, message, max_string)
+    if limits.max_prompt_chars and chars > limits.max_prompt_chars:
+        raise _prompt_too_long("messages", chars, limits.max_prompt_chars)
     logprobs = _optional_bool(body, "logprobs")
     top = _optional_int(body, "top_logprobs", 0, 20)
     if top is not None and not logprobs:
@@ -240,7 +343,7 @@ def chat(body: dict[str, object]) -> GenerationRequest:
     prompt_tokens = tokens.count_messages(messages)  # type: ignore[arg-type]
     if tools:
         prompt_tokens += tokens.count_value(tools)
-    return _common(body, CHAT, prompt_tokens, MAX_N)
+    return _common(body, CHAT, prompt_tokens, limits.max_n)
 
 
 def _prompts(value: object) -> list[str | list[int]]:
@@ -263,22 +366,30 @@ def _prompts(value: object) -> list[str | list[int]]:
     raise errors.invalid_type("prompt", "a string or an array", value)
 
 
-def completions(body: dict[str, object]) -> GenerationRequest:
+def completions(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> GenerationRequest:
     if "prompt" not in body or body["prompt"] is None:
         raise errors.missing("prompt")
     prompts = _prompts(body["prompt"])
+    max_string, chars = limits.max_string_length, 0
+    for i, prompt in enumerate(prompts):
+        if type(prompt) is str:
+            where = "prompt" if type(body["prompt"]) is str else f"prompt[{i}]"
+            chars += _string(where, prompt, max_string)
+    if limits.max_prompt_chars and chars > limits.max_prompt_chars:
+        raise _prompt_too_long("prompt", chars, limits.max_prompt_chars)
     prompt_tokens = sum(tokens.count_prompt(p) for p in prompts)
     _optional_string(body, "suffix")
     _optional_int(body, "logprobs", 0, 5)
-    request = _common(body, COMPLETIONS, prompt_tokens, MAX_N)
+    max_n = limits.max_n
+    request = _common(body, COMPLETIONS, prompt_tokens, max_n)
     best_of = _optional_int(body, "best_of", 1, 20)
     if best_of is not None and best_of < request.n:
         raise errors.invalid(
             "best_of", "best_of must be greater than or equal to n.", code="invalid_value"
         )
     request.prompts = len(prompts)
-    if request.n * request.prompts > MAX_N:
-        raise errors.above_max("n", MAX_N // request.prompts, request.n)
+    if request.n * request.prompts > max_n:
+        raise errors.above_max("n", max_n // request.prompts, request.n)
     if _optional_bool(body, "echo"):
         if not all(type(p) is str for p in prompts):
             raise errors.invalid(

@@ -14,7 +14,9 @@ every worker to drain.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -34,6 +36,7 @@ _log = Logger(namespace="mockoai")
 #: A worker that dies sooner than this after starting is restarted after a
 #: pause, so a worker that cannot start does not spin.
 _RESTART_DELAY = 1.0
+_PR_SET_PDEATHSIG = 1
 _KILL_AFTER = 5.0
 
 
@@ -47,6 +50,24 @@ def reuseport_endpoint(description: str) -> tuple[int, str, int, int]:
     else:
         raise ValueError(f"--workers needs tcp: endpoints, got {description!r}")
     return family, endpoint._interface, endpoint._port, endpoint._backlog
+
+
+def die_with_parent(supervisor: int) -> None:
+    """
+    Have the kernel send this worker SIGTERM (a graceful drain) when its
+    supervisor dies: a supervisor killed with SIGKILL cannot stop its
+    workers, which would otherwise keep serving the port forever.  Linux
+    only; elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ReusePortService(Service):
@@ -110,8 +131,17 @@ class _Worker(ProcessProtocol):
 class Supervisor(Service):
     """Starts, restarts and stops the worker processes."""
 
-    def __init__(self, count: int, argv: list[str], reactor: Any, grace_period: float) -> None:
+    def __init__(
+        self,
+        count: int,
+        argv: list[str],
+        reactor: Any,
+        grace_period: float,
+        run_dir: str | None = None,
+    ) -> None:
         self.count = count
+        #: The workers' meeting place (their state sockets); removed at the end.
+        self.run_dir = run_dir
         self.argv = argv
         self.reactor = reactor
         self.grace_period = grace_period
@@ -158,7 +188,15 @@ class Supervisor(Service):
         from mockoai.service import clean_exit
 
         clean_exit(self.reactor)
-        return DeferredList(waits)
+        ended = DeferredList(waits)
+        if self.run_dir is not None:
+            ended.addBoth(_remove, self.run_dir)
+        return ended
+
+
+def _remove(result: object, path: str) -> object:
+    shutil.rmtree(path, ignore_errors=True)
+    return result
 
 
 def _signal(process: Any, sig: int) -> None:

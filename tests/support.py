@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from mockoai.config import ModelSpec, Settings
 from mockoai.service import MockoaiService, build
+from tests.optional import require_stack
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,6 +61,7 @@ def make_service(clock: Clock | None = None, **overrides: Any) -> MockoaiService
         clock = Clock()
         clock.advance(EPOCH)
     values = {**TEST_DEFAULTS, **overrides}
+    require_stack(values.get("http", "auto"))
     if "models" in values:
         values["models"] = tuple(_model_spec(m) for m in values["models"])
     return build(Settings(**values), reactor=clock)
@@ -120,7 +122,9 @@ def parse_responses(data: bytes, closed: bool = False) -> list[Response]:
         pos = end + 4
         encoding = response.header("Transfer-Encoding")
         length = response.header("Content-Length")
-        if encoding is not None and encoding.lower() == "chunked":
+        if response.status in (204, 304) and encoding is None and length is None:
+            response.complete = True  # no body, and no framing for one
+        elif encoding is not None and encoding.lower() == "chunked":
             response.chunked = True
             body = []
             while True:
@@ -500,6 +504,8 @@ class TwistdProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> TwistdProcess:
+        if "--http" in self.args:
+            require_stack(self.args[self.args.index("--http") + 1])
         self.process = subprocess.Popen(
             self.command, cwd=self.cwd, env=self.env, stdout=self._out, stderr=self._err
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from scipy import stats
 from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai import latency
 from mockoai.latency import Distribution, LatencyModel, constant, parse
+from tests.optional import needs_scipy, stats
 
 
 class ParseTests(SynchronousTestCase):
@@ -64,6 +64,7 @@ class SamplingTests(SynchronousTestCase):
     def test_constant(self) -> None:
         self.assertTrue((self.sample("7") == 0.007).all())
 
+    @needs_scipy
     def test_normal(self) -> None:
         values = self.sample("normal:20:3")
         self.assertGreater(stats.kstest(values, "norm", args=(0.02, 0.003)).pvalue, 0.001)
@@ -79,6 +80,7 @@ class SamplingTests(SynchronousTestCase):
         self.assertLess(abs(values.std() - 0.008), 0.0005)
         self.assertGreater(values.min(), 0)
 
+    @needs_scipy
     def test_uniform(self) -> None:
         values = self.sample("uniform:10:30")
         self.assertGreater(stats.kstest(values, "uniform", args=(0.01, 0.02)).pvalue, 0.001)

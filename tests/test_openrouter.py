@@ -19,8 +19,6 @@ import tempfile
 from decimal import Decimal
 from typing import Any, ClassVar
 
-import openai
-from openai import OpenAI
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mockoai import tokens
@@ -34,6 +32,7 @@ from mockoai.config import (
     load_settings,
 )
 from mockoai.openrouter.stream import COMMENT
+from tests.optional import needs_openai, openai
 from tests.spec import validate
 from tests.support import (
     Client,
@@ -1111,6 +1110,7 @@ stream_error_after = 4
 """
 
 
+@needs_openai
 class EndToEndTests(SynchronousTestCase):
     """``twistd -n mockoai`` as a real process, the ``openai`` SDK at ``/api/v1``."""
 
@@ -1124,7 +1124,7 @@ class EndToEndTests(SynchronousTestCase):
         self.addCleanup(self.server.cleanup)
         self.server.start()
         self.addCleanup(self.server.stop)
-        self.client = OpenAI(
+        self.client = openai.OpenAI(
             base_url=f"{self.server.base_url}/api/v1",
             api_key=KEY,
             max_retries=0,

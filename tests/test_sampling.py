@@ -9,7 +9,6 @@ import attrs
 import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from scipy import stats
 from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai import corpus, errors, validate
@@ -18,6 +17,7 @@ from mockoai.corpus import ARTICLE_LEAD, Corpus, unescape
 from mockoai.sampling import LENGTH, STOP, ChoicePlan, Plan, Planner, escape
 from mockoai.tokens import TOKEN, count_text
 from mockoai.validate import GenerationRequest
+from tests.optional import needs_scipy, stats
 
 
 @functools.cache
@@ -452,6 +452,7 @@ class DistributionTests(SynchronousTestCase):
         req = request()
         return np.array([p.plan(req).choices[0].tokens for _ in range(10_000)], dtype=float)
 
+    @needs_scipy
     def test_lengths_are_rounded_normal(self) -> None:
         lengths = self.lengths()
         self.assertTrue(np.all(lengths == np.round(lengths)))

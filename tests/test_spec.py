@@ -202,7 +202,7 @@ class SubsetTests(SynchronousTestCase):
                 check=True,
                 capture_output=True,
             )
-            for name in ("openai-subset.json", "LICENSE"):
+            for name in ("openai-subset.json", "openai-operations.json", "LICENSE"):
                 fresh = (Path(out) / name).read_bytes()
                 committed = (SUBSET_DIR / name).read_bytes()
                 self.assertTrue(

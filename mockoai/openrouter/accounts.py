@@ -104,12 +104,12 @@ class Accounts:
     def charge(self, key: str, cost: float, now: float) -> None:
         self.account(key, now).charge(cost, now)
 
-    def key_body(self, key: str, now: float) -> bytes:
-        """``GET /api/v1/key``."""
+    def key_body(self, key: str, now: float, name: str | None = None) -> bytes:
+        """``GET /api/v1/key``; ``name`` is the key's configured label, if any."""
         account = self.account(key, now)
         limit = self.limit
         data = {
-            "label": label(key),
+            "label": name or label(key),
             "limit": limit,
             "usage": account.usage,
             "usage_daily": account.daily,

@@ -30,8 +30,8 @@ from mockoai.openrouter.render import RouterRenderer
 from mockoai.openrouter.routing import Router
 from mockoai.openrouter.store import Generation, GenerationStore
 from mockoai.openrouter.stream import Processing
+from mockoai.outcome import Outcome, attach
 from mockoai.pacing import Pacer
-from mockoai.stats import ModelStats
 from mockoai.validate import GenerationRequest
 
 if TYPE_CHECKING:
@@ -142,17 +142,20 @@ class OpenRouter:
         clock = self.clock
         arrived = clock.seconds()
         key = api_key(request)
-        body = validate.parse_body(request.content.read())
+        limits = self.core.input_limits
+        body = validate.parse_body(request.content.read(), limits.max_json_depth)
         fallbacks = body.get("models")
         if not body.get("model") and isinstance(fallbacks, list) and fallbacks:
             body["model"] = fallbacks[0]
-        wanted = (validate.chat if kind == CHAT else validate.completions)(body)
+        wanted = (validate.chat if kind == CHAT else validate.completions)(body, limits)
         extras = routing.parse(body, wanted.model, self.router.providers)
         self.accounts.check(key, arrived)
         route = self.router.route(extras, wanted, lambda: flagged_text(body))
         wanted.prompt_tokens = route.prompt_tokens
         served = route.served
-        stats = self.core.stats.for_model(served.spec.id)
+        model_stats = self.core.stats.for_model(served.spec.id)
+        # Recorded into through the request's record, which the finish hook reads.
+        stats = attach(request, model_stats, served.spec.id, wanted.stream, wanted.prompt_tokens)
         stats.arrived()
         try:
             return self._answer(request, kind, body, wanted, extras, route, key, arrived, stats)
@@ -170,7 +173,7 @@ class OpenRouter:
         route: routing.Route,
         key: str,
         arrived: float,
-        stats: ModelStats,
+        stats: Outcome,
     ) -> Result:
         """A routed request: rate-limited, planned, then answered like an OpenAI one."""
         served = route.served
@@ -218,7 +221,9 @@ class OpenRouter:
 
     def key(self, request: IRequest) -> bytes:
         """``GET /api/v1/key`` (and the older ``/api/v1/auth/key``)."""
-        body = self.accounts.key_body(api_key(request), self.clock.seconds())
+        # A configured key (--api-key) is shown by its label.
+        label = getattr(request, "key_label", None)
+        body = self.accounts.key_body(api_key(request), self.clock.seconds(), label)
         request.setHeader(b"Content-Type", JSON)
         return body
 

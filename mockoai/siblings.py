@@ -1,0 +1,124 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+``--workers N``: every worker's numbers in every scrape.
+
+The kernel hands a scrape of /metrics (or /stats) to one worker at random,
+so each worker also listens on a private unix socket in a run directory
+the supervisor makes (``worker-I.sock``); a connection there gets this
+worker's raw state as one JSON document and is closed.  The worker that
+serves a scrape reads its siblings' states in parallel and merges them
+with its own.  A sibling that does not answer in time (restarting, say) is
+left out of that scrape, not waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ujson
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+_log = Logger(namespace="mockoai")
+
+#: Seconds a scrape waits for a sibling.
+TIMEOUT = 2.0
+
+State = dict[str, Any]
+
+
+def socket_path(run_dir: str, index: int) -> str:
+    return os.path.join(run_dir, f"worker-{index}.sock")
+
+
+class _Send(Protocol):
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(ujson.dumps(self.factory.state()).encode())  # type: ignore[attr-defined]
+        self.transport.loseConnection()
+
+
+class _Receive(Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: Deferred[State] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.done.called:
+            try:
+                self.done.callback(ujson.loads(b"".join(self.chunks)))
+            except ValueError:
+                self.done.errback()
+
+
+class Siblings(Service):
+    """Serves this worker's state to its siblings, and gathers theirs."""
+
+    def __init__(self, reactor: Any, run_dir: str, index: int, state: Callable[[], State]) -> None:
+        self.reactor = reactor
+        self.run_dir = run_dir
+        self.index = index
+        self.path = socket_path(run_dir, index)
+        self.state = state
+        self._port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        # A worker restarted in the same slot finds its predecessor's socket.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        factory = Factory.forProtocol(_Send)
+        factory.state = self.state  # type: ignore[attr-defined]
+        self._port = self.reactor.listenUNIX(self.path, factory, mode=0o600)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        return port.stopListening()  # type: ignore[no-any-return]
+
+    def others(self) -> list[str]:
+        own = os.path.basename(self.path)
+        paths = glob.glob(os.path.join(self.run_dir, "worker-*.sock"))
+        return sorted(p for p in paths if os.path.basename(p) != own)
+
+    def gather(self, timeout: float = TIMEOUT) -> Deferred[list[State]]:
+        """The states of the siblings that answer within ``timeout``."""
+        waits = [self._fetch(path, timeout) for path in self.others()]
+        gathered: Deferred[list[State]] = DeferredList(waits, consumeErrors=True).addCallback(
+            lambda results: [state for ok, state in results if ok]
+        )
+        return gathered
+
+    def _fetch(self, path: str, timeout: float) -> Deferred[State]:
+        receiver = _Receive()
+        endpoint = UNIXClientEndpoint(self.reactor, path, timeout=timeout)
+        connecting = connectProtocol(endpoint, receiver)
+
+        def connected(protocol: _Receive) -> Deferred[State]:
+            def give_up(failure: Failure) -> Failure:
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()  # type: ignore[attr-defined]
+                return failure
+
+            return protocol.done.addTimeout(timeout, self.reactor).addErrback(give_up)
+
+        fetched: Deferred[State] = connecting.addCallback(connected)
+        fetched.addErrback(self._missed, path)
+        return fetched
+
+    def _missed(self, failure: Failure, path: str) -> Failure:
+        _log.debug("no state from {path}: {why}", path=path, why=failure.getErrorMessage())
+        return failure

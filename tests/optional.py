@@ -1,0 +1,49 @@
+"""
+Test dependencies that only CPython installs (setup.cfg marks them so), and the
+skip marks for the tests that need them.
+
+Under PyPy those tests report as skipped, with the reason; under CPython a
+missing one is a broken environment, so its ImportError propagates.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from types import ModuleType
+from unittest import SkipTest
+
+import pytest
+
+
+def _cpython_only(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if platform.python_implementation() == "CPython":
+            raise
+        return None
+
+
+#: The official SDK: it needs jiter (Rust), which has no PyPy 3.9 wheel.
+openai = _cpython_only("openai")
+#: scipy.stats (Kolmogorov-Smirnov tests): no PyPy wheel, and no build without Python.h.
+stats = _cpython_only("scipy.stats")
+
+needs_openai = pytest.mark.skipif(
+    openai is None, reason="openai is CPython-only here: jiter has no PyPy wheel"
+)
+needs_scipy = pytest.mark.skipif(stats is None, reason="scipy is CPython-only here: no PyPy wheel")
+
+#: The lean HTTP/1.1 stack's parser (llhttp, in C); PyPy serves with twisted.web.
+httptools = _cpython_only("httptools")
+#: The HTTP/1.1 stacks (``--http``) this interpreter can serve with.
+STACKS = ("lean", "twisted") if httptools is not None else ("twisted",)
+
+
+def require_stack(http: str) -> None:
+    """Skip the running test if it asks for the lean stack where httptools is missing."""
+    if http == "lean" and httptools is None:
+        raise SkipTest(
+            "the lean stack needs httptools, which is CPython-only: PyPy uses twisted.web"
+        )

@@ -1,0 +1,732 @@
+"""
+Hostile input: every malformed, oversized or slow request gets a 4xx in
+OpenAI's envelope or a clean close -- never a 500, a traceback, a hang or a
+leaked connection or request -- on both HTTP/1.1 stacks.
+
+The same table of raw requests runs in memory (where the site's counters
+can be read) and over real sockets against ``twistd -n mockoai``; a
+hypothesis property throws arbitrary JSON at every field of both generation
+endpoints; schemathesis fuzzes the server from OpenAI's own spec, restricted
+to the operations mockoai implements (``tests/openapi/openai-operations.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mockoai import validate
+from mockoai.config import load_settings
+from mockoai.errors import APIError
+from mockoai.guard import HeaderDeadlines
+from tests.optional import STACKS
+from tests.support import (
+    EPOCH,
+    REPO_ROOT,
+    Client,
+    TwistdProcess,
+    make_service,
+    parse_responses,
+    sse_json,
+    validate_event,
+)
+
+#: Settings the table is written against (small limits, so cases stay small).
+LIMITS = {
+    "max_body_size": 8192,
+    "max_messages": 8,
+    "max_string_length": 100,
+    "max_url_length": 256,
+    "max_headers": 20,
+    "max_header_bytes": 1024,
+}
+ARGS = [
+    "--max-body-size",
+    "8KiB",
+    "--max-messages",
+    "8",
+    "--max-string-length",
+    "100",
+    "--max-url-length",
+    "256",
+    "--max-headers",
+    "20",
+    "--max-header-bytes",
+    "1KiB",
+    "--articles",
+    "64",
+]
+
+CHAT = b"/v1/chat/completions"
+OK_BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+
+def post(body: bytes, content_type: bytes = b"application/json", path: bytes = CHAT) -> bytes:
+    head = b"POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" % path
+    if content_type:
+        head += b"Content-Type: %s\r\n" % content_type
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def chat(**fields: Any) -> bytes:
+    return post(json.dumps({**OK_BODY, **fields}).encode())
+
+
+def get(path: bytes = b"/health", extra: bytes = b"") -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n" % (path, extra)
+
+
+#: name -> (raw request, expected status, expected ``param`` or ``code`` or None)
+CASES: dict[str, tuple[bytes, int, str | None]] = {
+    "garbage request line": (b"HELLO THERE\r\n\r\n", 400, None),
+    "bare newline flood": (b"\r\n" * 3 + b"\x00\x01\x02\r\n\r\n", 400, None),
+    "URL too long": (get(b"/v1/models/" + b"a" * 300), 414, "uri_too_long"),
+    "too many headers": (
+        get(extra=b"".join(b"X-H%d: v\r\n" % i for i in range(40))),
+        431,
+        "request_header_fields_too_large",
+    ),
+    "header bytes": (
+        get(extra=b"X-Big: " + b"v" * 2000 + b"\r\n"),
+        431,
+        "request_header_fields_too_large",
+    ),
+    "NUL in a header value": (get(extra=b"X-A: a\x00b\r\n"), 400, None),
+    "header without colon": (get(extra=b"NoColonHere\r\n"), 400, None),
+    "body over the limit": (post(b"{" + b" " * 9000 + b"}"), 413, "request_too_large"),
+    "chunked body over the limit": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"400\r\n"
+        + b" " * 1024
+        + b"\r\n"
+        + b"2000\r\n"
+        + b" " * 8192
+        + b"\r\n0\r\n\r\n",
+        413,
+        "request_too_large",
+    ),
+    "bad chunk size": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        400,
+        None,
+    ),
+    "content-length and chunked": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        400,
+        None,
+    ),
+    "negative content-length": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n{}",
+        400,
+        None,
+    ),
+    "HTTP/2 preface on cleartext": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, None),
+    "not JSON": (post(b"{not json"), 400, None),
+    "NaN": (post(b'{"model":"gpt-4o","messages":[],"temperature":NaN}'), 400, None),
+    "Infinity": (post(b'{"model":"gpt-4o","messages":[],"top_p":-Infinity}'), 400, None),
+    "non-UTF-8 body": (post(b'{"model":"gpt-4o","messages":"\xff\xfe"}'), 400, None),
+    "JSON nested too deep": (
+        post(b'{"model":"gpt-4o","messages":' + b"[" * 100 + b"]" * 100 + b"}"),
+        400,
+        None,
+    ),
+    "array body": (post(b"[1, 2]"), 400, "invalid_type"),
+    "wrong content type": (post(json.dumps(OK_BODY).encode(), b"text/plain"), 400, None),
+    "huge integer": (post(b'{"model":"gpt-4o","messages":[],"n":' + b"9" * 5000 + b"}"), 400, None),
+    "n too large": (chat(n=129), 400, "n"),
+    "max_tokens too large": (chat(max_tokens=10**30), 400, "max_tokens"),
+    "too many messages": (chat(messages=[{"role": "user", "content": "x"}] * 9), 400, "messages"),
+    "string too long": (
+        chat(messages=[{"role": "user", "content": "x" * 101}]),
+        400,
+        "string_above_max_length",
+    ),
+    "text part too long": (
+        chat(messages=[{"role": "user", "content": [{"type": "text", "text": "y" * 101}]}]),
+        400,
+        "string_above_max_length",
+    ),
+    "completions prompt too long": (
+        post(
+            json.dumps({"model": "gpt-3.5-turbo-instruct", "prompt": ["ok", "z" * 101]}).encode(),
+            path=b"/v1/completions",
+        ),
+        400,
+        "prompt[1]",
+    ),
+}
+
+FORBIDDEN_LOG = ("Traceback", "Unhandled", "server_error")
+
+
+def check_answer(test: Any, name: str, data: bytes, status: int, marker: str | None) -> None:
+    """``data`` holds exactly one answer: ``status`` with OpenAI's envelope."""
+    responses = parse_responses(data, closed=True)
+    test.assertEqual(len(responses), 1, f"{name}: {data[:300]!r}")
+    [response] = responses
+    test.assertEqual(response.status, status, f"{name}: {data[:300]!r}")
+    error = response.json()["error"]
+    test.assertEqual(set(error), {"message", "type", "param", "code"}, name)
+    test.assertEqual(error["type"], "invalid_request_error", name)
+    test.assertIsInstance(error["message"], str)
+    if marker is not None:
+        test.assertIn(marker, (error["param"], error["code"]), f"{name}: {error}")
+    test.assertIsNotNone(response.header("x-request-id"), name)
+
+
+# --------------------------------------------------------------------------
+# In memory: the site's own counters must come back to zero.
+
+
+class InMemoryTableTests(SynchronousTestCase):
+    def run_table(self, http: str) -> None:
+        service = make_service(http=http, **LIMITS)
+        client = Client(service)
+        site = service.site
+        for name, (raw, status, marker) in CASES.items():
+            connection = client.connect()
+            connection.send(raw)
+            client.clock.advance(0)
+            client.clock.advance(0)
+            check_answer(self, name, connection.received(), status, marker)
+            self.assertTrue(connection.closing, f"{name}: connection left open")
+            connection.disconnect()
+            self.assertEqual(site.active, 0, name)
+            self.assertEqual(len(site.channels), 0, name)
+            self.assertEqual(len(site.header_deadlines), 0, name)
+        self.assertEqual(client.clock.getDelayedCalls(), [])
+
+    def test_lean(self) -> None:
+        self.run_table("lean")
+
+    def test_twisted(self) -> None:
+        self.run_table("twisted")
+
+
+# --------------------------------------------------------------------------
+# The slow-header deadline, on a fake clock.
+
+
+class Waiter:
+    def __init__(self) -> None:
+        self.timed_out = 0
+
+    def header_timed_out(self) -> None:
+        self.timed_out += 1
+
+
+class HeaderDeadlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.deadlines = HeaderDeadlines(self.clock, 10.0)
+
+    def test_overdue_closed_in_order_with_one_timer(self) -> None:
+        first, second, quick = Waiter(), Waiter(), Waiter()
+        self.deadlines.start(first)
+        self.clock.advance(4)
+        self.deadlines.start(second)
+        self.deadlines.start(quick)
+        self.deadlines.start(first)  # already waiting: keeps its start
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.deadlines.done(quick)
+        self.clock.advance(6.5)
+        self.assertEqual((first.timed_out, second.timed_out), (1, 0))
+        self.clock.advance(4.5)
+        self.assertEqual((first.timed_out, second.timed_out, quick.timed_out), (1, 1, 0))
+        self.assertEqual(self.deadlines.shed, 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_timer_left_when_nothing_waits(self) -> None:
+        waiter = Waiter()
+        self.deadlines.start(waiter)
+        self.deadlines.done(waiter)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60)
+        self.assertEqual(waiter.timed_out, 0)
+
+    def test_abandoned_heads_trim_the_heap_once_none_wait(self) -> None:
+        from mockoai import guard
+
+        trims: list[None] = []
+        self.patch(guard, "TRIM_AFTER", 3)
+        self.patch(guard, "release_memory", lambda: trims.append(None))
+        waiters = [Waiter() for _ in range(5)]
+        for waiter in waiters:
+            self.deadlines.start(waiter)
+        self.deadlines.done(waiters[0])  # a head that completed: not churn
+        for waiter in waiters[1:4]:
+            self.deadlines.lost(waiter)
+        self.clock.advance(2)
+        self.assertEqual(trims, [])  # one still waits
+        self.deadlines.lost(waiters[4])
+        self.clock.advance(2)
+        self.assertEqual(len(trims), 1)
+        self.deadlines.lost(waiters[4])  # gone already: nothing more
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_off(self) -> None:
+        deadlines = HeaderDeadlines(self.clock, 0)
+        deadlines.start(Waiter())
+        self.assertEqual((len(deadlines), self.clock.getDelayedCalls()), (0, []))
+
+    def test_slow_head_gets_408_on_both_stacks(self) -> None:
+        for http in STACKS:
+            clock = Clock()
+            clock.advance(EPOCH)
+            service = make_service(clock, http=http, header_timeout=2.0)
+            client = Client(service)
+            slow = client.connect()
+            silent = client.connect()
+            fast = client.connect()
+            fast.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            slow.send(b"GET /health HTTP/1.1\r\n")
+            for i in range(4):
+                slow.send(b"X-%d: 1\r\n" % i)  # a line a second: never idle, never done
+                clock.advance(1)
+            clock.advance(0.6)
+            [response] = parse_responses(slow.received(), closed=True)
+            self.assertEqual((http, response.status), (http, 408))
+            self.assertEqual(response.json()["error"]["code"], "request_timeout")
+            self.assertTrue(slow.closing)
+            self.assertEqual(silent.received(), b"")
+            self.assertTrue(silent.closing, http)
+            self.assertFalse(fast.closing, http)  # answered: only the idle timeout applies
+            self.assertEqual(service.site.header_deadlines.shed, 2)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def test_idle_keep_alive_closed_after_a_request(self) -> None:
+        """TimeoutMixin.setTimeout(None) used to make the lean stack forget its idle timeout."""
+        for http in STACKS:
+            clock = Clock()
+            clock.advance(EPOCH)
+            service = make_service(clock, http=http, idle_timeout=1.0, header_timeout=0)
+            connection = Client(service).connect()
+            connection.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            clock.advance(0)
+            self.assertEqual(parse_responses(connection.received())[0].status, 200)
+            self.assertFalse(connection.closing)
+            clock.advance(1.1)
+            self.assertTrue(connection.closing, http)
+
+
+# --------------------------------------------------------------------------
+# Body limits and strict JSON, unit by unit.
+
+
+class StrictBodyTests(SynchronousTestCase):
+    def assertRefused(self, body: bytes, max_depth: int = 64) -> APIError:
+        with self.assertRaises(APIError) as cm:
+            validate.parse_body(body, max_depth)
+        self.assertEqual(cm.exception.status, 400)
+        return cm.exception
+
+    def test_non_finite_numbers_refused(self) -> None:
+        for constant in (b"NaN", b"Infinity", b"-Infinity"):
+            error = self.assertRefused(b'{"temperature": %s}' % constant)
+            self.assertIn("could not parse the JSON body", error.message)
+
+    def test_the_words_inside_strings_are_fine(self) -> None:
+        body = b'{"content": "NaN and Infinity", "x": [1.5, "Infinity"]}'
+        self.assertEqual(validate.parse_body(body)["content"], "NaN and Infinity")
+
+    def test_depth(self) -> None:
+        at_limit = b'{"a":' + b"[" * 7 + b"]" * 7 + b"}"
+        self.assertEqual(validate.parse_body(at_limit, max_depth=8)["a"], [[[[[[[]]]]]]])
+        self.assertRefused(b'{"a":' + b"[" * 8 + b"]" * 8 + b"}", max_depth=8)
+        # Many brackets side by side are not depth.
+        wide = b'{"a":[' + b",".join([b"[]"] * 500) + b"]}"
+        self.assertEqual(len(validate.parse_body(wide, max_depth=8)["a"]), 500)
+        # Brackets inside strings are not depth either.
+        self.assertEqual(validate.parse_body(b'{"s":"' + b"[" * 100 + b'"}', 8)["s"], "[" * 100)
+
+    def test_deep_but_under_ujson_limit_no_recursion_error(self) -> None:
+        """count_value recursed on 999 levels (ujson takes 1,024): now a 400."""
+        service = make_service()
+        body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"x","extra":'
+        body += b"[" * 999 + b"]" * 999 + b"}]}"
+        response = Client(service).post("/v1/chat/completions", body=body)
+        self.assertEqual(response.status, 400)
+
+    def test_limits(self) -> None:
+        limits = validate.InputLimits(
+            max_messages=2, max_string_length=5, max_prompt_chars=8, max_n=3
+        )
+        message = {"role": "user", "content": "abcd"}
+        ok = validate.chat({"model": "m", "messages": [message, message]}, limits)
+        self.assertEqual(ok.model, "m")
+        cases = [
+            ({"messages": [message] * 3}, "messages", "array_above_max_length"),
+            ({"messages": [{"role": "user", "content": "abcdef"}]}, "messages[0].content", None),
+            ({"messages": [message, message, message][:2], "n": 4}, "n", None),
+        ]
+        for fields, param, code in cases:
+            with self.assertRaises(APIError) as cm:
+                validate.chat({"model": "m", **fields}, limits)
+            self.assertEqual(cm.exception.param, param)
+            if code:
+                self.assertEqual(cm.exception.code, code)
+        with self.assertRaises(APIError) as cm:
+            validate.chat(
+                {"model": "m", "messages": [message, {"role": "user", "content": "abcde"}]}, limits
+            )
+        self.assertEqual(cm.exception.code, "context_length_exceeded")
+        with self.assertRaises(APIError) as cm:
+            validate.completions({"model": "m", "prompt": "abcdef"}, limits)
+        self.assertEqual(
+            (cm.exception.param, cm.exception.code), ("prompt", "string_above_max_length")
+        )
+        with self.assertRaises(APIError) as cm:
+            validate.completions({"model": "m", "prompt": ["ab", "cd"], "n": 2}, limits)
+        self.assertEqual(cm.exception.param, "n")
+
+    def test_content_type(self) -> None:
+        client = Client(make_service())
+        body = json.dumps(OK_BODY).encode()
+        for content_type, status in (
+            ("application/json", 200),
+            ("application/json; charset=utf-8", 200),
+            ("Application/JSON", 200),
+            ("text/plain", 400),
+            ("application/x-www-form-urlencoded", 400),
+        ):
+            response = client.post(CHAT.decode(), body=body, headers={"Content-Type": content_type})
+            self.assertEqual(response.status, status, content_type)
+            if status == 400:
+                error = response.json()["error"]
+                self.assertEqual(error["code"], "unsupported_content_type")
+                self.assertIn(f"'Content-Type: {content_type}'", error["message"])
+        no_type = client.post(CHAT.decode(), body=body)
+        self.assertEqual(no_type.status, 200)
+
+    def test_settings(self) -> None:
+        settings = load_settings(
+            {"header_timeout": "3", "max_json_depth": "16", "max_header_bytes": "2KiB"},
+            {"MOCKOAI_MAX_MESSAGES": "10"},
+        )
+        self.assertEqual(
+            (
+                settings.header_timeout,
+                settings.max_json_depth,
+                settings.max_header_bytes,
+                settings.max_messages,
+            ),
+            (3.0, 16, 2048, 10),
+        )
+
+
+# --------------------------------------------------------------------------
+# Property: arbitrary JSON in every field never gets a 5xx.
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+JSON_VALUE = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(strategy, JSON_VALUE)
+
+
+MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": maybe(st.sampled_from(["user", "system", "assistant", "tool", "developer", "x"])),
+        "content": maybe(
+            st.text(max_size=40)
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"type": maybe(st.sampled_from(["text", "image_url"]))},
+                    optional={"text": maybe(st.text(max_size=20))},
+                ),
+                max_size=3,
+            )
+        ),
+        "name": JSON_VALUE,
+        "tool_call_id": JSON_VALUE,
+    },
+)
+COMMON = {
+    "model": maybe(st.sampled_from(["gpt-4o", "gpt-3.5-turbo-instruct", "nope"])),
+    "n": maybe(st.integers(min_value=-2, max_value=140)),
+    "max_tokens": maybe(st.integers(min_value=-2, max_value=5000)),
+    "max_completion_tokens": maybe(st.integers(min_value=-2, max_value=5000)),
+    "min_tokens": maybe(st.integers(min_value=-1, max_value=50)),
+    "stream": maybe(st.booleans()),
+    "stream_options": maybe(
+        st.fixed_dictionaries(
+            {}, optional={"include_usage": maybe(st.booleans()), "include_obfuscation": JSON_VALUE}
+        )
+    ),
+    "stop": maybe(st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=6)),
+    "seed": maybe(st.integers(min_value=-(2**63), max_value=2**64)),
+    "temperature": maybe(st.floats(min_value=-1, max_value=3, allow_nan=False)),
+    "top_p": JSON_VALUE,
+    "presence_penalty": JSON_VALUE,
+    "logit_bias": JSON_VALUE,
+    "logprobs": JSON_VALUE,
+    "top_logprobs": JSON_VALUE,
+    "tools": JSON_VALUE,
+    "user": JSON_VALUE,
+    "ignore_eos": maybe(st.booleans()),
+    "echo": JSON_VALUE,
+    "best_of": JSON_VALUE,
+    "suffix": JSON_VALUE,
+}
+CHAT_BODY = st.fixed_dictionaries(
+    {}, optional={**COMMON, "messages": maybe(st.lists(MESSAGE, min_size=0, max_size=4))}
+)
+COMPLETION_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        **COMMON,
+        "prompt": maybe(
+            st.text(max_size=30)
+            | st.lists(st.text(max_size=10), max_size=3)
+            | st.lists(st.integers(min_value=0, max_value=50000), max_size=5)
+        ),
+    },
+)
+
+
+class PropertyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        # Small answers keep examples fast; max_output_tokens bounds max_tokens.
+        self.service = make_service(tokens_mean=6, tokens_stddev=2, max_output_tokens=64)
+        self.client = Client(self.service)
+
+    def check(self, path: str, body: object, schema: str, stream_schema: str) -> None:
+        response = self.client.post(path, body=json.dumps(body).encode())
+        self.assertLess(response.status, 500, response.body[:500])
+        self.assertTrue(response.complete)
+        if response.status == 200:
+            if response.header(
+                "Content-Type",
+            ).startswith("text/event-stream"):  # type: ignore[union-attr]
+                for chunk in sse_json(response.body):
+                    validate_event(stream_schema, chunk)
+            else:
+                from tests.spec import validate as validate_schema
+
+                validate_schema(schema, response.json())
+        else:
+            error = response.json()["error"]
+            self.assertEqual(set(error), {"message", "type", "param", "code"})
+            self.assertIsInstance(error["message"], str)
+        self.assertEqual(self.service.site.active, 0)
+
+    @settings(
+        max_examples=150,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        derandomize=True,
+    )
+    @given(CHAT_BODY)
+    def test_chat_bodies(self, body: dict[str, Any]) -> None:
+        self.check(
+            "/v1/chat/completions",
+            body,
+            "CreateChatCompletionResponse",
+            "CreateChatCompletionStreamResponse",
+        )
+
+    @settings(
+        max_examples=100,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        derandomize=True,
+    )
+    @given(COMPLETION_BODY)
+    def test_completion_bodies(self, body: dict[str, Any]) -> None:
+        self.check(
+            "/v1/completions", body, "CreateCompletionResponse", "CreateCompletionStreamResponse"
+        )
+
+
+# --------------------------------------------------------------------------
+# Real sockets against twistd, both stacks.
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data``; read until the server closes (True) or ``timeout`` (False)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # refused mid-send: the answer may still come
+            sock.sendall(data)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                return received, False
+            except ConnectionResetError:
+                return received, True
+            if not chunk:
+                return received, True
+            received += chunk
+        return received, False
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class RealSocketTests(SynchronousTestCase):
+    def serve(self, http: str, *extra: str) -> TwistdProcess:
+        process = TwistdProcess([*ARGS, "--http", http, *extra]).start()
+        self.addCleanup(process.cleanup)
+        return process
+
+    def run_table(self, http: str) -> None:
+        process = self.serve(http, "--header-timeout", "1", "--idle-timeout", "1")
+        assert process.process is not None
+        exchange(process.port, get())  # warm up (lazy imports, first connection)
+        baseline = open_fds(process.process.pid)
+        for name, (raw, status, marker) in CASES.items():
+            data, closed = exchange(process.port, raw)
+            self.assertTrue(closed, f"{name}: not closed, got {data[:200]!r}")
+            check_answer(self, name, data, status, marker)
+
+        # Slow headers: a byte at a time, never finishing, gets 408 and a close.
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", process.port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            time.sleep(0.4)
+            sock.sendall(b"X-Slow: 1\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertEqual(parse_responses(data, closed=True)[0].status, 408)
+
+        # Idle keep-alive: answered, then closed within about a second.
+        with socket.create_connection(("127.0.0.1", process.port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            first = sock.recv(4096)
+            started = time.monotonic()
+            rest = b""
+            while chunk := sock.recv(4096):
+                rest += chunk
+            idle = time.monotonic() - started
+        self.assertTrue(first.startswith(b"HTTP/1.1 200"), first)
+        self.assertEqual(rest, b"")
+        self.assertLess(idle, 2.5, http)
+        self.assertGreater(idle, 0.5, http)
+
+        # Nothing leaked: every connection closed, no request left in flight.
+        deadline = time.monotonic() + 5
+        while open_fds(process.process.pid) > baseline and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLessEqual(open_fds(process.process.pid), baseline)
+        process.stop()
+        out = process.stdout
+        self.assertIn("draining 0 in-flight request(s)", out)
+        for word in FORBIDDEN_LOG:
+            self.assertNotIn(word, out + process.stderr)
+
+    def test_lean(self) -> None:
+        self.run_table("lean")
+
+    def test_twisted(self) -> None:
+        self.run_table("twisted")
+
+
+# --------------------------------------------------------------------------
+# schemathesis, from OpenAI's spec.
+
+OPERATIONS = REPO_ROOT + "/tests/openapi/openai-operations.json"
+
+
+def _max_time(seconds: str) -> list[str]:
+    """``--max-time``, where this schemathesis has it (4.4.4, the last for Python 3.9, has not)."""
+    usage = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    return ["--max-time", seconds] if "--max-time" in usage else []
+
+
+class SchemathesisTests(SynchronousTestCase):
+    def fuzz(self, http: str) -> None:
+        if shutil.which("schemathesis") is None:
+            try:
+                import schemathesis  # noqa: F401
+            except ImportError:
+                self.skipTest("schemathesis is not installed (pip install '.[test]')")
+        process = TwistdProcess(
+            ["--http", http, "--any-model", "--articles", "64", "--tokens-mean", "8"]
+        ).start()
+        self.addCleanup(process.cleanup)
+        scratch = tempfile.mkdtemp(prefix="mockoai-schemathesis-")
+        self.addCleanup(shutil.rmtree, scratch, True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                OPERATIONS,
+                "--url",
+                process.base_url + "/v1",
+                "--checks",
+                "not_a_server_error,response_schema_conformance",
+                "--phases",
+                "fuzzing",
+                "--max-examples",
+                "25",
+                *_max_time("20"),
+                "--seed",
+                "1",
+                "--workers",
+                "1",
+                "--suppress-health-check",
+                "all",
+                "--generation-database",
+                "none",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=scratch,  # schemathesis keeps state in .schemathesis/ of its cwd
+        )
+        self.assertEqual(result.returncode, 0, result.stdout[-4000:] + result.stderr[-2000:])
+        self.assertIn("4 passed", result.stdout)
+        process.stop()
+        for word in FORBIDDEN_LOG:
+            self.assertNotIn(word, process.stdout + process.stderr)
+
+    def test_lean(self) -> None:
+        self.fuzz("lean")
+
+    def test_twisted(self) -> None:
+        self.fuzz("twisted")
