@@ -45,8 +45,12 @@ Emit = Callable[[], Pieces]
 def token_timeline(plan: Plan, events: EventStream) -> Iterator[tuple[int, Emit]]:
     """Every event of the answer with the number of tokens it waits for, in order."""
     if len(plan.choices) == 1:
-        yield from _choice_timeline(plan.choices[0], events)
-        return
+        # The common case, without a generator frame per event in between.
+        return _choice_timeline(plan.choices[0], events)
+    return _merged(plan, events)
+
+
+def _merged(plan: Plan, events: EventStream) -> Iterator[tuple[int, Emit]]:
     keyed = (_keyed(choice, events) for choice in plan.choices)
     for need, _index, _n, emit in heapq.merge(*keyed):
         yield need, emit

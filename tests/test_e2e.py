@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -43,6 +44,8 @@ from tests.support import (
 SLASH_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 MESSAGES = [{"role": "user", "content": "Say something in Latin."}]
 PROMPT = "Lorem ipsum"
+#: The smallest chat request (one token), for warming a fresh server up.
+CHAT_1 = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 1}
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
 CHAT_CHUNK = "CreateChatCompletionStreamResponse"
 TEXT_CHUNK = "CreateCompletionStreamResponse"
@@ -357,6 +360,9 @@ class RawHTTPTests(ServerTestCase):
     def test_paced_stream(self) -> None:
         connection = self.http()
         connection.connect()
+        # Warm up: a fresh server's first request pays lazy imports and, under PyPy, cold
+        # (unjitted) code: 40-60 ms there on a busy machine, against 3 ms after it.
+        self.exchange(connection, "POST", "/v1/chat/completions", {**CHAT_1, "stream": True})
         body = json.dumps(
             {
                 "model": "gpt-4o",
@@ -482,7 +488,10 @@ class LifecycleTests(SynchronousTestCase):
         ready = re.search(r"ready in ([\d.]+) s, RSS ([\d.]+) MB", out)
         assert ready is not None, out
         self.assertLess(float(ready.group(1)), 3)
-        self.assertLess(float(ready.group(2)), 100)
+        # < 100 MB is CPython's promise. PyPy's interpreter alone holds ~50 MB (CPython's
+        # 13) and the same imports ~125 MB: it is ready at ~165 MB (README, Performance).
+        pypy = platform.python_implementation() == "PyPy"
+        self.assertLess(float(ready.group(2)), 200 if pypy else 100)
         self.assertGreater(float(ready.group(2)), 1)
         self.stop(server, within=5)
         self.assertIn("stopped", server.stdout)
