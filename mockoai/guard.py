@@ -16,7 +16,6 @@ read costs two attribute checks.
 
 from __future__ import annotations
 
-import gc
 from typing import Any, Protocol
 
 import attrs
@@ -25,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from mockoai import errors
+from mockoai.heap import HEAP
 
 _log = Logger(namespace="mockoai.guard")
 
@@ -97,17 +97,16 @@ def malformed() -> errors.APIError:
 #: Heads ended between two moments with none waiting after which the heap is
 #: trimmed: thousands of shed connections leave their memory in the allocators.
 TRIM_AFTER = 1000
+#: Heads waiting at once that mark a flood: from then until none waits, new
+#: small objects go to the C heap, which can hand them back (mockoai.heap).
+DIVERT_AT = 512
+#: Seconds after a flood's release when the heap is trimmed once more.
+RETRIM_AFTER = 10.0
 
 
 def release_memory() -> None:
-    """Collect cycles and hand free heap back to the OS (glibc's malloc_trim)."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Small objects to pymalloc again, collect cycles, hand free heap to the OS."""
+    HEAP.release()
 
 
 class Waiting(Protocol):
@@ -128,6 +127,7 @@ class HeaderDeadlines:
         #: Channel -> when its head began (insertion order is deadline order).
         self._began: dict[Waiting, float] = {}
         self._timer: IDelayedCall | None = None
+        self._release_call: IDelayedCall | None = None
         #: Heads that ended (done or shed) since the heap was last trimmed.
         self._churn = 0
         #: Connections closed for being too slow, since start.
@@ -140,9 +140,12 @@ class HeaderDeadlines:
 
     def start(self, channel: Waiting) -> None:
         """``channel``'s head began now (no-op if already waiting)."""
-        if not self.timeout or channel in self._began:
+        began = self._began
+        if not self.timeout or channel in began:
             return
-        self._began[channel] = self.clock.seconds()
+        began[channel] = self.clock.seconds()
+        if len(began) == DIVERT_AT:
+            HEAP.divert()
         if self._timer is None:
             self._timer = self.clock.callLater(self.timeout + self._batch, self._sweep)
 
@@ -153,9 +156,7 @@ class HeaderDeadlines:
             # Nothing left to watch: leave no timer behind (one connection
             # at a time costs one timer per connection, not per request).
             self.stop()
-            if self._churn >= TRIM_AFTER:
-                self._churn = 0
-                self.clock.callLater(1.0, release_memory)
+            self._none_waiting()
 
     def lost(self, channel: Waiting) -> None:
         """``channel`` is gone: an abandoned head counts towards a heap trim."""
@@ -184,13 +185,29 @@ class HeaderDeadlines:
                 n=len(overdue),
                 t=self.timeout,
             )
-        if not self._began and self._churn >= TRIM_AFTER:
-            self._churn = 0
-            self.clock.callLater(1.0, release_memory)
-        if self._began:
+        if not self._began:
+            self._none_waiting()
+        else:
             front = next(iter(self._began.values()))
             delay = max(0.0, front + self.timeout - now) + self._batch
             self._timer = self.clock.callLater(delay, self._sweep)
+
+    def _none_waiting(self) -> None:
+        """After a flood (many heads ended, or small objects diverted): release memory."""
+        if (self._churn >= TRIM_AFTER or HEAP.diverted) and self._release_call is None:
+            self._release_call = self.clock.callLater(1.0, self._release)
+
+    def _release(self) -> None:
+        self._release_call = None
+        if self._began:
+            return  # the flood is back: release when it ends
+        self._churn = 0
+        # A dict never shrinks: drop the one that held the flood.
+        self._began = {}
+        release_memory()
+        # Some of the flood's neighbours on the heap (timers, buffers) die a
+        # little later and leave whole free pages behind them: trim again.
+        self.clock.callLater(RETRIM_AFTER, release_memory)
 
     def stop(self) -> None:
         """Cancel the timer (at shutdown, and in tests)."""

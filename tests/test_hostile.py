@@ -277,6 +277,8 @@ class HeaderDeadlineTests(SynchronousTestCase):
         self.clock.advance(2)
         self.assertEqual(len(trims), 1)
         self.deadlines.lost(waiters[4])  # gone already: nothing more
+        self.clock.advance(guard.RETRIM_AFTER)
+        self.assertEqual(len(trims), 2)  # and once more, when the stragglers died
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_off(self) -> None:

@@ -1,0 +1,217 @@
+"""
+mockoai.heap: small objects go to the C heap during a connection flood, and
+the memory comes back to the OS afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mockoai import guard
+from mockoai.guard import HeaderDeadlines
+from mockoai.heap import HEAP, _Allocator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _allocator(domain: int) -> _Allocator:
+    allocator = _Allocator()
+    ctypes.pythonapi.PyMem_GetAllocator(domain, ctypes.byref(allocator))
+    return allocator
+
+
+class FakeHeap:
+    def __init__(self) -> None:
+        self.diverted = False
+        self.calls: list[str] = []
+
+    def divert(self) -> bool:
+        self.calls.append("divert")
+        self.diverted = True
+        return True
+
+    def release(self) -> None:
+        self.calls.append("release")
+        self.diverted = False
+
+
+class Waiter:
+    def header_timed_out(self) -> None:
+        pass
+
+
+class DivertTests(SynchronousTestCase):
+    """When HeaderDeadlines diverts and releases (a fake heap: no allocator swap)."""
+
+    def setUp(self) -> None:
+        self.heap = FakeHeap()
+        self.patch(guard, "HEAP", self.heap)
+        self.patch(guard, "DIVERT_AT", 3)
+        self.clock = Clock()
+        self.deadlines = HeaderDeadlines(self.clock, 10.0)
+
+    def test_flood_diverts_then_releases_twice_once_none_wait(self) -> None:
+        waiters = [Waiter() for _ in range(4)]
+        for waiter in waiters[:2]:
+            self.deadlines.start(waiter)
+        self.assertEqual(self.heap.calls, [])  # two waiting heads are no flood
+        for waiter in waiters[2:]:
+            self.deadlines.start(waiter)
+        self.assertEqual(self.heap.calls, ["divert"])
+        for waiter in waiters:
+            self.deadlines.lost(waiter)
+        self.clock.advance(1)
+        self.assertEqual(self.heap.calls, ["divert", "release"])
+        self.assertFalse(self.heap.diverted)
+        self.clock.advance(guard.RETRIM_AFTER)
+        self.assertEqual(self.heap.calls, ["divert", "release", "release"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_diverted_releases_even_when_heads_completed(self) -> None:
+        # A flood of slow but finished heads is no churn, yet must not stay diverted.
+        waiters = [Waiter() for _ in range(3)]
+        for waiter in waiters:
+            self.deadlines.start(waiter)
+        for waiter in waiters:
+            self.deadlines.done(waiter)
+        self.clock.advance(1)
+        self.assertEqual(self.heap.calls, ["divert", "release"])
+
+    def test_no_release_while_the_flood_is_back(self) -> None:
+        waiters = [Waiter() for _ in range(3)]
+        for waiter in waiters:
+            self.deadlines.start(waiter)
+        for waiter in waiters:
+            self.deadlines.lost(waiter)
+        self.deadlines.start(Waiter())  # reconnected before the release fired
+        self.clock.advance(1)
+        self.assertEqual(self.heap.calls, ["divert"])
+        self.assertTrue(self.heap.diverted)
+
+    def test_the_flood_table_is_replaced(self) -> None:
+        for _ in range(3):
+            self.deadlines.start(Waiter())
+        flood_table = self.deadlines._began
+        self.clock.advance(11)  # all shed
+        self.clock.advance(1)
+        self.assertIsNot(self.deadlines._began, flood_table)
+        self.assertEqual(len(self.deadlines), 0)
+
+
+class SmallObjectHeapTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if not HEAP.available:
+            self.skipTest("no pymalloc to divert from in this interpreter")
+        self.addCleanup(HEAP.restore)
+
+    def test_divert_swaps_malloc_only_and_restore_swaps_back(self) -> None:
+        raw, obj = _allocator(0), _allocator(2)
+        self.assertNotEqual(obj.malloc, raw.malloc)
+        self.assertTrue(HEAP.divert())
+        self.assertFalse(HEAP.divert())  # already
+        diverted = _allocator(2)
+        self.assertEqual((diverted.malloc, diverted.calloc), (raw.malloc, raw.calloc))
+        self.assertEqual((diverted.realloc, diverted.free), (obj.realloc, obj.free))
+        self.assertEqual(_allocator(1).malloc, raw.malloc)
+        # Objects from either allocator die under the other one.
+        on_c_heap = [str(i) * 2 for i in range(20000)]
+        self.assertTrue(HEAP.restore())
+        self.assertTrue(_allocator(2).same(obj))
+        on_pymalloc = [str(i) * 2 for i in range(20000)]
+        HEAP.divert()
+        del on_pymalloc
+        HEAP.restore()
+        del on_c_heap
+        self.assertFalse(HEAP.diverted)
+
+    def test_hooked_allocator_is_left_alone(self) -> None:
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            self.assertFalse(HEAP.divert())  # tracemalloc's hooks are in the way
+            self.assertFalse(HEAP.diverted)
+        finally:
+            tracemalloc.stop()
+
+
+FLOOD = textwrap.dedent(
+    """
+    import gc, json, sys
+    from twisted.internet.task import Clock
+    from mockoai import guard
+    from mockoai.guard import HeaderDeadlines
+
+    def rss():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+    class Conn:
+        # What a slow-loris connection holds: a few dozen small objects.
+        def __init__(self, i):
+            self.parts = [(str(i) * 3, {"k": i, "v": [i, i + 1]}, float(i)) for _ in range(8)]
+
+        def header_timed_out(self):
+            pass
+
+    if sys.argv[1] == "off":
+        guard.DIVERT_AT = 10**9
+    clock = Clock()
+    deadlines = HeaderDeadlines(clock, 10.0)
+    survivors = []
+    before = rss()
+    conns = []
+    for i in range(12000):
+        conns.append(Conn(i))
+        deadlines.start(conns[-1])
+    peak = rss()
+    for i in range(0, 12000, 40):
+        # Churn leaves holes all over the flood's memory, and normal work
+        # done meanwhile fills a few of them with objects that stay.
+        conns[i].parts = None
+        survivors.append((str(i) * 5, [i]))
+    for conn in conns:
+        deadlines.lost(conn)
+    del conns, conn
+    clock.advance(1)
+    clock.advance(guard.RETRIM_AFTER)
+    print(json.dumps({"before": before, "peak": peak, "after": rss()}))
+    """
+)
+
+
+class FloodMemoryTests(SynchronousTestCase):
+    """A flood's memory goes back to the OS even with survivors made meanwhile."""
+
+    def setUp(self) -> None:
+        if not HEAP.available or not os.path.exists("/proc/self/status"):
+            self.skipTest("needs CPython with pymalloc, glibc and /proc")
+
+    def flood(self, mode: str) -> dict[str, float]:
+        import json
+
+        env = {**os.environ, "PYTHONPATH": REPO}
+        out = subprocess.run(
+            [sys.executable, "-c", FLOOD, mode], capture_output=True, env=env, check=True
+        )
+        return json.loads(out.stdout)
+
+    def test_rss_returns_to_baseline(self) -> None:
+        rss = self.flood("on")
+        self.assertGreater(rss["peak"] - rss["before"], 30)  # the flood was real
+        self.assertLess(rss["after"] - rss["before"], 8)
+
+    def test_without_diverting_survivors_pin_the_flood(self) -> None:
+        # The control: what the diversion is for (pymalloc keeps pinned arenas).
+        rss = self.flood("off")
+        self.assertGreater(rss["peak"] - rss["before"], 30)
+        self.assertGreater(rss["after"] - rss["before"], 20)
