@@ -211,13 +211,27 @@ def build(
     site.cors = cors.from_settings(settings)
     top = MockoaiService(settings, core, api, site, reactor)
     _observe(top, worker, run_dir)
-    for description in settings.listen:
+    for description in map(with_backlog, settings.listen):
         if reuseport:
             ReusePortService(description, site, reactor).setServiceParent(top)
         else:
             factory = factory_for(description, site, settings.http2)
             strports.service(description, factory).setServiceParent(top)
     return top
+
+
+#: Listen backlog unless an endpoint string sets one.  Twisted's default, 50,
+#: makes the kernel drop SYNs when a load tool opens hundreds of connections at
+#: once; the client retries after 1, 3, 7 s, which skews every first request.
+BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=`` added for TCP and TLS listeners that lack one."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
 
 
 def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> None:

@@ -15,6 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mockoai.service import BACKLOG, with_backlog
 from mockoai.workers import reuseport_endpoint
 from tests.support import TwistdProcess, run_twistd
 
@@ -56,6 +57,14 @@ class EndpointTests(SynchronousTestCase):
     def test_tcp6(self) -> None:
         family, interface, port, _ = reuseport_endpoint("tcp6:3001:interface=\\:\\:1")
         self.assertEqual((family, interface, port), (socket.AF_INET6, "::1", 3001))
+
+    def test_listeners_get_a_deep_backlog(self) -> None:
+        """Twisted's default backlog (50) drops SYNs when a load tool connects in bulk."""
+        self.assertEqual(with_backlog("tcp:3000"), f"tcp:3000:backlog={BACKLOG}")
+        self.assertEqual(with_backlog("tcp:3000:backlog=7"), "tcp:3000:backlog=7")
+        self.assertEqual(with_backlog("unix:/tmp/m.sock"), "unix:/tmp/m.sock")
+        *_, backlog = reuseport_endpoint(with_backlog("tcp:3000:interface=127.0.0.1"))
+        self.assertEqual(backlog, BACKLOG)
 
     def test_other_kinds_refused(self) -> None:
         with self.assertRaises(ValueError):
