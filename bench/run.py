@@ -309,15 +309,7 @@ def sse_load(ctx: Ctx, server: Server, extra: list[str], duration: float) -> dic
     """One sse_load.py run (streams, or --open-loop), parsed from its --json line."""
     argv = [*ctx.client_pin, ctx.python, str(BENCH / "sse_load.py"), "--port", str(server.port)]
     argv += ["-d", f"{duration:g}", "--max-tokens", str(ctx.events), "--json", *extra]
-    try:
-        proc = run_client(argv, duration + 120)
-    except subprocess.TimeoutExpired:
-        return {"error": "timeout"}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": (proc.stderr or proc.stdout)[-500:]}
-    return result
+    return json_client(argv, duration + 120)
 
 
 def paced_gaps(ctx: Ctx, server: Server, concurrency: int) -> dict[str, Any]:
@@ -325,8 +317,13 @@ def paced_gaps(ctx: Ctx, server: Server, concurrency: int) -> dict[str, Any]:
     argv = [*ctx.client_pin, ctx.python, str(BENCH / "paced_gaps.py"), "--port", str(server.port)]
     argv += ["-c", str(concurrency), "-d", f"{ctx.duration:g}", "--warmup", "2"]
     argv += ["--max-tokens", str(ctx.events), "--json"]
+    return json_client(argv, ctx.duration + 60)
+
+
+def json_client(argv: list[str], timeout: float) -> dict[str, Any]:
+    """Run a load client that ends with a JSON line; its parsed result, or an error."""
     try:
-        proc = run_client(argv, ctx.duration + 60)
+        proc = run_client(argv, timeout)
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
     try:

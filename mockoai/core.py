@@ -8,6 +8,7 @@ only look things up in it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -120,10 +121,17 @@ class Core:
             served.engine = self._adhoc_engine
         return served
 
-    def estimate(self, wanted: GenerationRequest, cap: int) -> int:
-        """The tokens a request is charged up front, as OpenAI counts them: its
-        prompt plus the most it may generate."""
-        return wanted.prompt_tokens + self.planner.limit(wanted, cap) * wanted.n * wanted.prompts
+    def rate_limit(self, request: Any, wanted: GenerationRequest, served: ServedModel) -> None:
+        """
+        Spend the request's allowance, or raise the 429; ``x-ratelimit-*``
+        headers either way.  OpenAI charges a request's tokens up front: its
+        prompt plus the most it may generate.
+        """
+        limits = self.limits
+        if limits.enabled:
+            cap = self.planner.limit(wanted, served.profile.max_output_tokens)
+            tokens = wanted.prompt_tokens + cap * wanted.n * wanted.prompts
+            limits.enforce(request, tokens, served.spec.id)
 
     def engines(self) -> list[Engine]:
         engines = [m.engine for m in self.models.values() if m.engine is not None]

@@ -128,7 +128,7 @@ class MockOAI:
         stats.prompt_tokens = wanted.prompt_tokens
         stats.arrived()
         try:
-            self._rate_limit(request, wanted, model.profile.max_output_tokens)
+            core.rate_limit(request, wanted, model)
             plan = core.planner.plan(wanted, model.profile)
             clock = core.clock
             arrived = clock.seconds()
@@ -157,12 +157,6 @@ class MockOAI:
         except errors.APIError as e:
             stats.refused(e.status)
             raise
-
-    def _rate_limit(self, request: IRequest, wanted: GenerationRequest, cap: int) -> None:
-        """Spend the request's allowance, or raise OpenAI's 429; headers either way."""
-        rate_limits = self.core.limits
-        if rate_limits.enabled:
-            rate_limits.enforce(request, self.core.estimate(wanted, cap), wanted.model)
 
     @app.route("/stats", methods=["GET"])
     def statistics(self, request: IRequest) -> bytes | Deferred[bytes]:

@@ -19,7 +19,7 @@ from mockoai.openrouter.routing import Route
 from mockoai.openrouter.store import Generation
 from mockoai.openrouter.stream import RouterStream, after_tokens
 from mockoai.sampling import Plan
-from mockoai.stats import ModelStats
+from mockoai.stats import Recorder
 from mockoai.stream import completed, delayed
 from mockoai.validate import GenerationRequest
 
@@ -57,7 +57,7 @@ class Answer:
         reasoning: int,
         caller: Caller,
         request: GenerationRequest,
-        stats: ModelStats | None = None,
+        stats: Recorder | None = None,
     ) -> None:
         self.api = api
         self.served = route.served

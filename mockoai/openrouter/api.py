@@ -178,9 +178,7 @@ class OpenRouter:
         """A routed request: rate-limited, planned, then answered like an OpenAI one."""
         served = route.served
         core = self.core
-        if core.limits.enabled:
-            cap = served.profile.max_output_tokens
-            core.limits.enforce(request, core.estimate(wanted, cap), served.spec.id)
+        core.rate_limit(request, wanted, served)
         plan = core.planner.plan(wanted, served.profile)
         reasoning = extras.reasoning(served.profile.tokens_mean)
         if reasoning and served.engine is None:

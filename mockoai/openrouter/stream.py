@@ -23,7 +23,7 @@ from mockoai.openrouter.errors import RouterError
 from mockoai.openrouter.render import RouterEvents
 from mockoai.pacing import Pacer, Waiter
 from mockoai.sampling import Plan
-from mockoai.stats import ModelStats
+from mockoai.stats import Recorder
 from mockoai.stream import Emit, StreamProducer
 
 COMMENT = b": OPENROUTER PROCESSING\n\n"
@@ -86,7 +86,7 @@ class RouterStream(StreamProducer):
         pacer: Pacer,
         engine: Engine | None,
         processing: Processing,
-        stats: ModelStats | None = None,
+        stats: Recorder | None = None,
     ) -> None:
         super().__init__(request, plan, events, pacer, engine, stats)
         self.processing = processing
