@@ -23,7 +23,11 @@ _log = Logger()
 
 
 class Waiter:
-    """A pending call; cancel it with L{Pacer.cancel}."""
+    """
+    A pending call; cancel it with L{Pacer.cancel}.  A stream keeps one and
+    re-arms it with L{Pacer.schedule} for each of its events: the heap entry
+    of an earlier arming goes stale (its C{seq} is no longer the waiter's).
+    """
 
     __slots__ = ("active", "call", "due", "seq")
 
@@ -46,21 +50,28 @@ class Pacer:
         self._seq = 0
         self._timer: IDelayedCall | None = None
         self._armed_for = float("inf")
-        #: The waiters of the pass being run, so stop() can drop them too.
-        self._ready: list[Waiter] = []
+        #: The entries of the pass being run, so stop() can drop them too.
+        self._ready: list[tuple[float, int, Waiter]] = []
         self.wakeups = 0
 
     def __len__(self) -> int:
-        return sum(1 for _, _, w in self._heap if w.active)
+        return sum(1 for _, seq, w in self._heap if w.active and w.seq == seq)
 
     def at(self, due: float, call: Callable[[], object]) -> Waiter:
         """Run ``call`` at reactor time ``due`` (or a little after)."""
+        waiter = Waiter(due, 0, call)
+        self.schedule(waiter, due)
+        return waiter
+
+    def schedule(self, waiter: Waiter, due: float) -> None:
+        """(Re-)arm ``waiter`` for ``due``, replacing any time it was armed for."""
         seq = self._seq = self._seq + 1
-        waiter = Waiter(due, seq, call)
+        waiter.due = due
+        waiter.seq = seq
+        waiter.active = True
         heapq.heappush(self._heap, (due, seq, waiter))
         if due < self._armed_for:
             self._arm(due)
-        return waiter
 
     def after(self, delay: float, call: Callable[[], object]) -> Waiter:
         return self.at(self.clock.seconds() + delay, call)
@@ -83,16 +94,17 @@ class Pacer:
         ready = []
         pop = heapq.heappop
         while heap and heap[0][0] <= horizon:
-            waiter = pop(heap)[2]
-            if waiter.active:
-                ready.append(waiter)
+            entry = pop(heap)
+            if entry[2].active and entry[2].seq == entry[1]:
+                ready.append(entry)
         self._ready = ready
         # Waiters added by these calls wait for the next pass, never this one,
         # so a call that re-schedules itself "now" cannot spin the reactor.
         self._armed_for = float("-inf")
         try:
-            for waiter in ready:
-                if waiter.active:
+            for _, seq, waiter in ready:
+                # Cancelled, or re-armed for later, by an earlier call of this pass?
+                if waiter.active and waiter.seq == seq:
                     waiter.active = False
                     try:
                         waiter.call()
@@ -101,15 +113,15 @@ class Pacer:
         finally:
             self._ready = []
             self._armed_for = float("inf")
-            while heap and not heap[0][2].active:
+            while heap and not (heap[0][2].active and heap[0][2].seq == heap[0][1]):
                 heapq.heappop(heap)
             if heap:
                 self._arm(heap[0][0])
 
     def stop(self) -> None:
         """Drop every waiter and the timer (used at shutdown)."""
-        for waiter in (*(entry[2] for entry in self._heap), *self._ready):
-            waiter.active = False
+        for entry in (*self._heap, *self._ready):
+            entry[2].active = False
         self._heap.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()

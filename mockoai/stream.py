@@ -16,8 +16,7 @@ their place in the engine.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -39,46 +38,64 @@ _UNCOUNTED = ModelStats()
 #: transport's back-pressure every few dozen events.
 _WRITE_BATCH = 384
 
-Emit = Callable[[], Pieces]
+Emit = Callable[[int], Pieces]
 
 
-def token_timeline(plan: Plan, events: EventStream) -> Iterator[tuple[int, Emit]]:
-    """Every event of the answer with the number of tokens it waits for, in order."""
+class Timeline:
+    """
+    The events of an answer, in order: event ``k`` waits until ``needs[k]``
+    tokens are out, and ``emit(k)`` renders it.
+
+    Lists walked by index, not an iterator of closures: at a thousand paced
+    streams a generator step and a lambda per event were a tenth of the
+    server's CPU.  ``needs`` may be cut short while the stream runs (an
+    OpenRouter stream that fails mid-way ends after its error event).
+    """
+
+    __slots__ = ("emit", "needs")
+
+    def __init__(self, needs: list[int], emit: Emit) -> None:
+        self.needs = needs
+        self.emit = emit
+
+
+def token_timeline(plan: Plan, events: EventStream) -> Timeline:
+    """Every event of the answer with the number of tokens it waits for."""
     if len(plan.choices) == 1:
-        # The common case, without a generator frame per event in between.
         return _choice_timeline(plan.choices[0], events)
-    return _merged(plan, events)
+    return _merged([_choice_timeline(choice, events) for choice in plan.choices])
 
 
-def _merged(plan: Plan, events: EventStream) -> Iterator[tuple[int, Emit]]:
-    keyed = (_keyed(choice, events) for choice in plan.choices)
-    for need, _index, _n, emit in heapq.merge(*keyed):
-        yield need, emit
+def _merged(timelines: list[Timeline]) -> Timeline:
+    """Several choices' events in one order: by need, then choice, then position."""
+    order = sorted(
+        (need, index, k)
+        for index, timeline in enumerate(timelines)
+        for k, need in enumerate(timeline.needs)
+    )
+    emits = [timeline.emit for timeline in timelines]
+
+    def emit(k: int) -> Pieces:
+        _, index, position = order[k]
+        return emits[index](position)
+
+    return Timeline([need for need, _, _ in order], emit)
 
 
-def timeline(plan: Plan, events: EventStream) -> Iterator[tuple[float, Emit]]:
-    """Every event with the time it is due (no engine), in order."""
-    at = plan.timing.at
-    for need, emit in token_timeline(plan, events):
-        yield at(need - 1), emit
-
-
-def _keyed(choice: ChoicePlan, events: EventStream) -> Iterator[tuple[int, int, int, Emit]]:
-    # A function, not a nested generator expression: that one read
-    # ``choice.index`` lazily, after the loop had moved on to the last choice,
-    # so every choice got the same key and ties compared the emit callables.
-    index = choice.index
-    for n, (need, emit) in enumerate(_choice_timeline(choice, events)):
-        yield need, index, n, emit
-
-
-def _choice_timeline(choice: ChoicePlan, events: EventStream) -> Iterator[tuple[int, Emit]]:
+def _choice_timeline(choice: ChoicePlan, events: EventStream) -> Timeline:
+    """One choice: its opening, one event per content slice, its finish."""
     counts = choice.counts
     # A choice cut to nothing by a stop string still waits for its first token.
-    yield (counts[0] if counts else 1), lambda: events.opening(choice)
-    for i, count in enumerate(counts):
-        yield count, lambda i=i: events.content(choice, i)  # type: ignore[misc]
-    yield (counts[-1] if counts else 1), lambda: events.finish(choice)
+    first, last = (counts[0], counts[-1]) if counts else (1, 1)
+    contents = len(counts)
+    content = events.content
+
+    def emit(k: int) -> Pieces:
+        if 0 < k <= contents:
+            return content(choice, k - 1)
+        return events.opening(choice) if k == 0 else events.finish(choice)
+
+    return Timeline([first, *counts, last], emit)
 
 
 @implementer(IPushProducer)
@@ -105,8 +122,11 @@ class StreamProducer:
         self.clock: IReactorTime = pacer.clock
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
         self._timeline = self.timeline()
-        self._next: tuple[int, Emit] | None = None
-        self._waiter: Waiter | None = None
+        #: The next event of the timeline to send.
+        self._k = 0
+        # One waiter, re-armed for each event (inactive until then).
+        self._waiter = Waiter(0.0, 0, self._run)
+        self._waiter.active = False
         self._sequence: Sequence | None = None
         self._produced = 0
         self._started = False
@@ -114,7 +134,7 @@ class StreamProducer:
         self._stopped = False
         self._t0 = 0.0
 
-    def timeline(self) -> Iterator[tuple[int, Emit]]:
+    def timeline(self) -> Timeline:
         """The events to send, each with the tokens that must be out first."""
         return token_timeline(self.plan, self.events)
 
@@ -181,7 +201,6 @@ class StreamProducer:
         self.done.callback(None)
 
     def _run(self) -> None:
-        self._waiter = None
         if self._paused or self._stopped or not self._started:
             return
         # Absolute times, compared exactly as the Pacer compares them: with
@@ -192,29 +211,29 @@ class StreamProducer:
         at = self.plan.timing.at
         t0 = self._t0
         produced = self._produced
+        timeline = self._timeline
+        needs = timeline.needs
+        emit = timeline.emit
+        k = self._k
         pieces: Pieces = []
-        while True:
-            upcoming = self._next
-            if upcoming is None:
-                upcoming = next(self._timeline, None)
-                if upcoming is None:
-                    self._write(pieces)
-                    self._finish()
-                    return
-            need, emit = upcoming
+        while k < len(needs):
+            need = needs[k]
             if (t0 + at(need - 1) > now) if paced else (need > produced):
-                self._next = upcoming
                 break
-            self._next = None
-            pieces += emit()
+            pieces += emit(k)
+            k += 1
             if len(pieces) >= _WRITE_BATCH:
+                self._k = k
                 self._write(pieces)
                 pieces = []
                 if self._paused or self._stopped:
                     return
+        self._k = k
         self._write(pieces)
-        if paced and not (self._paused or self._stopped):
-            self._waiter = self.pacer.at(t0 + at(need - 1), self._run)
+        if k == len(needs):
+            self._finish()
+        elif paced and not (self._paused or self._stopped):
+            self.pacer.schedule(self._waiter, t0 + at(need - 1))
 
     def _write(self, pieces: Pieces) -> None:
         if pieces and not self._stopped:
@@ -256,9 +275,7 @@ class StreamProducer:
 
     def pauseProducing(self) -> None:
         self._paused = True
-        if self._waiter is not None:
-            self.pacer.cancel(self._waiter)
-            self._waiter = None
+        self.pacer.cancel(self._waiter)
 
     def resumeProducing(self) -> None:
         if self._paused and not self._stopped:
@@ -270,9 +287,7 @@ class StreamProducer:
             return
         self._stopped = True
         self.stats.cancel(self.events.sent)
-        if self._waiter is not None:
-            self.pacer.cancel(self._waiter)
-            self._waiter = None
+        self.pacer.cancel(self._waiter)
         self.release()
         if not self.done.called:
             self.done.callback(None)

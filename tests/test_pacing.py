@@ -136,6 +136,36 @@ class PacerTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.assertEqual(self.record.names, ["first", "third"])
 
+    def test_rescheduled_waiter_runs_once_at_its_new_time(self) -> None:
+        waiter = self.pacer.at(1.0, self.record("a"))
+        self.pacer.schedule(waiter, 3.0)  # later: the 1.0 entry goes stale
+        self.clock.advance(1.0)
+        self.assertEqual(self.record.calls, [])
+        self.assertEqual(len(self.pacer), 1)
+        self.pacer.schedule(waiter, 2.0)  # earlier again
+        self.clock.advance(1.0)
+        self.assertEqual(self.record.calls, [("a", 2.0)])
+        self.clock.advance(5.0)
+        self.assertEqual(self.record.calls, [("a", 2.0)])
+        self.assertEqual(len(self.pacer), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelled_then_rearmed_in_the_same_pass_waits(self) -> None:
+        # A stream paused and resumed by an earlier call of the pass re-arms
+        # its waiter for later: the entry already picked for this pass is stale.
+        waiter = self.pacer.at(1.0, self.record("stream"))
+
+        def pause_and_resume() -> None:
+            self.pacer.cancel(waiter)
+            self.pacer.schedule(waiter, 4.0)
+
+        self.pacer.at(0.5, pause_and_resume)
+        self.pacer.slack = 1.0  # both in one pass
+        self.clock.advance(0.5)
+        self.assertEqual(self.record.calls, [])
+        self.clock.advance(3.5)
+        self.assertEqual(self.record.calls, [("stream", 4.0)])
+
     def test_calls_scheduled_inside_a_call_wait_for_a_later_pass(self) -> None:
         # Clock.advance keeps firing whatever is due, so "later pass" shows as
         # a second wakeup of the pacer (a real reactor does I/O in between).

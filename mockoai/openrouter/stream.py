@@ -11,8 +11,8 @@ OpenRouter streams: the shared L{StreamProducer}, plus what OpenRouter adds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
@@ -22,13 +22,12 @@ from mockoai.errors import APIError
 from mockoai.openrouter.errors import RouterError
 from mockoai.openrouter.render import RouterEvents
 from mockoai.pacing import Pacer, Waiter
+from mockoai.render import Pieces
 from mockoai.sampling import Plan
 from mockoai.stats import Recorder
-from mockoai.stream import Emit, StreamProducer
+from mockoai.stream import StreamProducer, Timeline
 
 COMMENT = b": OPENROUTER PROCESSING\n\n"
-
-T = TypeVar("T")
 
 
 class Processing:
@@ -65,12 +64,17 @@ class Processing:
             self._waiter = self.pacer.after(self.interval, self._beat)
 
 
-def _until_failed(timeline: Iterator[T], events: RouterEvents) -> Iterator[T]:
+def _until_failed(timeline: Timeline, events: RouterEvents) -> Timeline:
     """The producer's events, ending after the one that carried the error."""
-    for item in timeline:
-        yield item
+    needs, emit = timeline.needs, timeline.emit
+
+    def until_failed(k: int) -> Pieces:
+        pieces = emit(k)
         if events.failed:
-            return
+            del needs[k + 1 :]
+        return pieces
+
+    return Timeline(needs, until_failed)
 
 
 class RouterStream(StreamProducer):
@@ -94,7 +98,7 @@ class RouterStream(StreamProducer):
         events.first = self._first
         self.done.addBoth(self._ended)
 
-    def timeline(self) -> Iterator[tuple[int, Emit]]:
+    def timeline(self) -> Timeline:
         timeline = super().timeline()
         if self.events.fail_after is not None:
             timeline = _until_failed(timeline, self.events)
