@@ -262,10 +262,15 @@ class ModelProfile:
     timeout_status: int
     batch_slowdown: float
     max_tokens_per_s: float
-
-    @property
-    def latency(self) -> LatencyModel:
-        return LatencyModel(self.response_delay, self.itl, self.prefill_per_token)
+    #: Built once: every request's plan reads it.
+    latency: LatencyModel = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(
+            lambda p: LatencyModel(p.response_delay, p.itl, p.prefill_per_token), takes_self=True
+        ),
+    )
 
     @property
     def engine(self) -> EngineConfig:

@@ -137,7 +137,10 @@ class Plan:
     @property
     def tokens(self) -> int:
         """The longest choice: how long the engine works on this request."""
-        return max((c.tokens for c in self.choices), default=0)
+        choices = self.choices
+        if len(choices) == 1:
+            return choices[0].tokens
+        return max((c.tokens for c in choices), default=0)
 
     @property
     def prompt_tokens(self) -> int:
@@ -145,7 +148,8 @@ class Plan:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(c.tokens for c in self.choices)
+        choices = self.choices
+        return choices[0].tokens if len(choices) == 1 else sum(c.tokens for c in choices)
 
     def duration(self) -> float:
         """When the last token is out: what a non-streaming answer waits."""

@@ -28,9 +28,40 @@ REPLY_PRIMING = 3
 IMAGE_TOKENS = 85
 
 
+def _ascii_classes() -> bytes:
+    """Each ASCII character as TOKEN sees it: ``a`` word, space, ``.`` a mark of its own."""
+    classes = bytearray(b" " * 256)
+    for code in range(128):
+        char = chr(code)
+        if re.fullmatch(r"\w", char):
+            classes[code] = ord("a")
+        elif not re.fullmatch(r"\s", char):
+            classes[code] = ord(".")
+    return bytes(classes)
+
+
+_CLASSES = _ascii_classes()
+_LONG_WORD = b"a" * 17
+
+
 def count_text(text: str) -> int:
-    """Tokens in one piece of text."""
-    return len(TOKEN.findall(text))
+    """
+    Tokens in one piece of text: ``len(TOKEN.findall(text))``.
+
+    ASCII text (nearly every prompt) is counted in C instead: the regex
+    spends ~25 ns per character, which made counting a prompt of a few
+    hundred characters a sixth of a non-streaming request's CPU.
+    """
+    if not text.isascii():
+        return len(TOKEN.findall(text))
+    classes = text.encode("ascii").translate(_CLASSES)
+    spaced = b" " + classes.replace(b".", b" ")
+    # Marks, plus words: each begins where a space (or a mark) ends.
+    tokens = classes.count(b".") + spaced.count(b" a")
+    if _LONG_WORD in classes:
+        # \w{1,16}: a longer word counts once per 16 characters begun.
+        tokens += sum((len(word) - 1) // 16 for word in spaced.split())
+    return tokens
 
 
 def count_value(value: object) -> int:

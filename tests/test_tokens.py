@@ -61,6 +61,22 @@ class TokenDefinitionTests(SynchronousTestCase):
         self.assertEqual(count_text("You are a helpful assistant."), 6)
         self.assertEqual(count_text("Lorem ipsum dolor sit amet, consectetur."), 8)
 
+    @settings(max_examples=500)
+    @given(
+        st.lists(
+            # Every ASCII class the fast path tells apart, long words, and
+            # some non-ASCII (which takes the regex path).
+            st.sampled_from(
+                [*"aZ9_ \t\n\x0b\x1c\x1f.,-!'\"\\", "x" * 15, "y" * 17, "é", "日", "\u00a0"]
+            ),
+            max_size=40,
+        ).map("".join)
+    )
+    def test_ascii_fast_path_counts_as_the_regex(self, text: str) -> None:
+        self.assertEqual(count_text(text), len(TOKEN.findall(text)))
+        ascii_only = text.encode("ascii", "ignore").decode()
+        self.assertEqual(count_text(ascii_only), len(TOKEN.findall(ascii_only)))
+
 
 class CountValueTests(SynchronousTestCase):
     def test_scalars(self) -> None:
