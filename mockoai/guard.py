@@ -97,8 +97,12 @@ def malformed() -> errors.APIError:
 #: Heads ended between two moments with none waiting after which the heap is
 #: trimmed: thousands of shed connections leave their memory in the allocators.
 TRIM_AFTER = 1000
-#: Heads waiting at once that mark a flood: from then until none waits, new
-#: small objects go to the C heap, which can hand them back (mockoai.heap).
+#: Heads waiting at once that mark a flood: from then until fewer than a
+#: quarter of that wait, new small objects go to the C heap, which can hand
+#: them back (mockoai.heap).  Not until none waits: a thousand busy keep-alive
+#: clients always have a few heads in flight, so a flood of them connecting
+#: at once kept the server diverted for good, and glibc's malloc made each of
+#: their stream events dearer.  The heap is trimmed once none waits.
 DIVERT_AT = 512
 #: Seconds after a flood's release when the heap is trimmed once more.
 RETRIM_AFTER = 10.0
@@ -130,6 +134,8 @@ class HeaderDeadlines:
         self._release_call: IDelayedCall | None = None
         #: Heads that ended (done or shed) since the heap was last trimmed.
         self._churn = 0
+        #: A flood diverted small objects since the heap was last trimmed.
+        self._flooded = False
         #: Connections closed for being too slow, since start.
         self.shed = 0
         # Deadlines that fall within ``_batch`` of each other share a sweep.
@@ -145,6 +151,7 @@ class HeaderDeadlines:
             return
         began[channel] = self.clock.seconds()
         if len(began) == DIVERT_AT:
+            self._flooded = True
             HEAP.divert()
         if self._timer is None:
             self._timer = self.clock.callLater(self.timeout + self._batch, self._sweep)
@@ -152,11 +159,14 @@ class HeaderDeadlines:
     def done(self, channel: Waiting) -> None:
         """``channel``'s head is complete, or it is gone."""
         began = self._began
-        if began.pop(channel, None) is not None and not began:
-            # Nothing left to watch: leave no timer behind (one connection
-            # at a time costs one timer per connection, not per request).
-            self.stop()
-            self._none_waiting()
+        if began.pop(channel, None) is not None:
+            if HEAP.diverted:
+                self._ebbed()
+            if not began:
+                # Nothing left to watch: leave no timer behind (one connection
+                # at a time costs one timer per connection, not per request).
+                self.stop()
+                self._none_waiting()
 
     def lost(self, channel: Waiting) -> None:
         """``channel`` is gone: an abandoned head counts towards a heap trim."""
@@ -175,6 +185,7 @@ class HeaderDeadlines:
             overdue.append(channel)
         for channel in overdue:
             del self._began[channel]
+        self._ebbed()
         for channel in overdue:
             channel.header_timed_out()
         self.shed += len(overdue)
@@ -192,9 +203,15 @@ class HeaderDeadlines:
             delay = max(0.0, front + self.timeout - now) + self._batch
             self._timer = self.clock.callLater(delay, self._sweep)
 
+    def _ebbed(self) -> None:
+        """Back to pymalloc once a flood has (mostly) gone."""
+        if HEAP.diverted and len(self._began) < DIVERT_AT // 4:
+            HEAP.restore()
+
     def _none_waiting(self) -> None:
         """After a flood (many heads ended, or small objects diverted): release memory."""
-        if (self._churn >= TRIM_AFTER or HEAP.diverted) and self._release_call is None:
+        flood = self._churn >= TRIM_AFTER or self._flooded or HEAP.diverted
+        if flood and self._release_call is None:
             self._release_call = self.clock.callLater(1.0, self._release)
 
     def _release(self) -> None:
@@ -202,6 +219,7 @@ class HeaderDeadlines:
         if self._began:
             return  # the flood is back: release when it ends
         self._churn = 0
+        self._flooded = False
         # A dict never shrinks: drop the one that held the flood.
         self._began = {}
         release_memory()

@@ -37,6 +37,11 @@ class FakeHeap:
         self.diverted = True
         return True
 
+    def restore(self) -> bool:
+        self.calls.append("restore")
+        self.diverted = False
+        return True
+
     def release(self) -> None:
         self.calls.append("release")
         self.diverted = False
@@ -83,6 +88,27 @@ class DivertTests(SynchronousTestCase):
             self.deadlines.done(waiter)
         self.clock.advance(1)
         self.assertEqual(self.heap.calls, ["divert", "release"])
+
+    def test_busy_clients_after_a_flood_restore_then_release(self) -> None:
+        # A thousand keep-alive clients connecting at once are a flood, then
+        # always have a few heads in flight: pymalloc comes back once fewer
+        # than a quarter of DIVERT_AT wait, the trim once none does.
+        self.patch(guard, "DIVERT_AT", 8)
+        waiters = [Waiter() for _ in range(8)]
+        for waiter in waiters:
+            self.deadlines.start(waiter)
+        self.assertEqual(self.heap.calls, ["divert"])
+        for waiter in waiters[:6]:
+            self.deadlines.done(waiter)
+        self.assertEqual(self.heap.calls, ["divert"])  # 2 still wait: not below 8 // 4
+        self.deadlines.done(waiters[6])
+        self.assertEqual(self.heap.calls, ["divert", "restore"])
+        self.assertFalse(self.heap.diverted)
+        self.clock.advance(5)
+        self.assertEqual(self.heap.calls, ["divert", "restore"])  # one still waits
+        self.deadlines.done(waiters[7])
+        self.clock.advance(1)
+        self.assertEqual(self.heap.calls, ["divert", "restore", "release"])
 
     def test_no_release_while_the_flood_is_back(self) -> None:
         waiters = [Waiter() for _ in range(3)]
