@@ -108,9 +108,9 @@ DIVERT_AT = 512
 RETRIM_AFTER = 10.0
 
 
-def release_memory() -> None:
+def release_memory(collect: bool = True) -> None:
     """Small objects to pymalloc again, collect cycles, hand free heap to the OS."""
-    HEAP.release()
+    HEAP.release(collect)
 
 
 class Waiting(Protocol):
@@ -218,14 +218,18 @@ class HeaderDeadlines:
         self._release_call = None
         if self._began:
             return  # the flood is back: release when it ends
+        # Abandoned heads leave cycles (their channels) to collect; a crowd
+        # that connected at once and was served leaves none, and a full
+        # collection under a thousand live streams stalls them ~50 ms.
+        collect = self._churn > 0
         self._churn = 0
         self._flooded = False
         # A dict never shrinks: drop the one that held the flood.
         self._began = {}
-        release_memory()
+        release_memory(collect)
         # Some of the flood's neighbours on the heap (timers, buffers) die a
         # little later and leave whole free pages behind them: trim again.
-        self.clock.callLater(RETRIM_AFTER, release_memory)
+        self.clock.callLater(RETRIM_AFTER, release_memory, collect)
 
     def stop(self) -> None:
         """Cancel the timer (at shutdown, and in tests)."""

@@ -132,10 +132,11 @@ class SmallObjectHeap:
         self.diverted = False
         return self._swap(self._divert, self._pymalloc)
 
-    def release(self) -> None:
-        """Back to pymalloc, collect cycles, and hand free C heap back to the OS."""
+    def release(self, collect: bool = True) -> None:
+        """Back to pymalloc, collect cycles (if asked), and hand free C heap back to the OS."""
         self.restore()
-        gc.collect()
+        if collect:
+            gc.collect()
         if self._trim is not None:
             with contextlib.suppress(OSError):
                 self._trim(0)

@@ -262,9 +262,9 @@ class HeaderDeadlineTests(SynchronousTestCase):
     def test_abandoned_heads_trim_the_heap_once_none_wait(self) -> None:
         from mockoai import guard
 
-        trims: list[None] = []
+        trims: list[bool] = []
         self.patch(guard, "TRIM_AFTER", 3)
-        self.patch(guard, "release_memory", lambda: trims.append(None))
+        self.patch(guard, "release_memory", trims.append)
         waiters = [Waiter() for _ in range(5)]
         for waiter in waiters:
             self.deadlines.start(waiter)
@@ -275,10 +275,10 @@ class HeaderDeadlineTests(SynchronousTestCase):
         self.assertEqual(trims, [])  # one still waits
         self.deadlines.lost(waiters[4])
         self.clock.advance(2)
-        self.assertEqual(len(trims), 1)
+        self.assertEqual(trims, [True])  # abandoned heads: cycles to collect
         self.deadlines.lost(waiters[4])  # gone already: nothing more
         self.clock.advance(guard.RETRIM_AFTER)
-        self.assertEqual(len(trims), 2)  # and once more, when the stragglers died
+        self.assertEqual(trims, [True, True])  # and once more, when the stragglers died
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_off(self) -> None:
