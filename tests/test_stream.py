@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -15,6 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from mockoai import corpus
 from mockoai.config import Settings
 from mockoai.corpus import Corpus, unescape
+from mockoai.engine import Engine, EngineConfig
+from mockoai.latency import LatencyModel, constant
 from mockoai.pacing import Pacer
 from mockoai.render import Renderer
 from mockoai.sampling import STOP, Plan, Planner
@@ -89,6 +94,7 @@ class FakeRequest:
     def disconnect(self) -> None:
         for d in self._finishes:
             d.errback(Failure(ConnectionDone("client went away")))
+        self.producer = None  # as a transport forgets its producer on connectionLost
 
     # reading it back
 
@@ -158,6 +164,7 @@ class Stream:
         start_at: float = 0.0,
         slack: float = 0.0,
         settings: dict[str, Any] | None = None,
+        engine: EngineConfig | None = None,
         **fields: Any,
     ) -> None:
         values: dict[str, Any] = {
@@ -188,7 +195,11 @@ class Stream:
         else:
             self.events = renderer().completion_stream(self.plan, "abc123", CREATED)
         self.http = FakeRequest(self.clock)
-        self.producer = StreamProducer(self.http, self.plan, self.events, self.pacer)
+        self.engine = None
+        if engine is not None:
+            latency = LatencyModel(constant(TTFT), constant(ITL))
+            self.engine = Engine(self.pacer, latency, engine, model=MODEL)
+        self.producer = StreamProducer(self.http, self.plan, self.events, self.pacer, self.engine)
         self.done: Deferred[None] | None = None
 
     def start(self) -> Deferred[None]:
@@ -458,6 +469,50 @@ class ChatStreamTests(SynchronousTestCase):
         advance_to(s.clock, TTFT)
         done.cancel()
         self.check_stopped(s, done)
+
+    def assertFreedWithoutTheCyclicGC(
+        self, make: Callable[[], Stream], end: Callable[[Stream], object]
+    ) -> None:
+        # A cycle left behind by every stream makes the cyclic GC's gen-2
+        # passes walk thousands of dead streams (stalling live ones ~150 ms).
+        gc.disable()
+        self.addCleanup(gc.enable)
+        s = make()
+        done = s.start()
+        end(s)
+        run_all(s.clock)  # time passes: the pacer lets go of stale entries
+        self.assertTrue(done.called)
+        producer = weakref.ref(s.producer)
+        plan = weakref.ref(s.plan)
+        del s, done
+        self.assertIsNone(producer())
+        self.assertIsNone(plan())
+
+    def test_finished_stream_freed_by_refcount(self) -> None:
+        self.assertFreedWithoutTheCyclicGC(Stream, lambda s: run_all(s.clock))
+
+    def test_stopped_stream_freed_by_refcount(self) -> None:
+        def disconnect(s: Stream) -> None:
+            advance_to(s.clock, TTFT + 3 * ITL)
+            s.http.disconnect()
+
+        self.assertFreedWithoutTheCyclicGC(Stream, disconnect)
+
+    def test_engine_stream_freed_by_refcount(self) -> None:
+        engines: list[Engine | None] = []
+
+        def make() -> Stream:
+            s = Stream(engine=EngineConfig(max_running=4))
+            engines.append(s.engine)
+            return s
+
+        def disconnect(s: Stream) -> None:
+            advance_to(s.clock, TTFT + 3 * ITL)
+            s.http.disconnect()
+
+        self.assertFreedWithoutTheCyclicGC(make, lambda s: run_all(s.clock))
+        self.assertFreedWithoutTheCyclicGC(make, disconnect)
+        self.assertEqual([engine.used for engine in engines if engine], [0, 0])
 
     def test_unpaced_stream_finishes_in_start(self) -> None:
         s = Stream(settings={"response_delay": 0, "itl": 0}, include_usage=True)

@@ -121,6 +121,7 @@ class RouterStream(StreamProducer):
 
     def _ended(self, result: object) -> object:
         self.processing.discard(self)
+        self.events.first = None  # a bound method of this stream: no cycle left behind
         if self.events.failed:
             # A stream that broke off frees its place in the engine at once,
             # not when its planned answer would have ended.
