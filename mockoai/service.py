@@ -35,6 +35,14 @@ from mockoai.workers import ReusePortService
 
 _log = Logger(namespace="mockoai")
 
+#: The cyclic GC's thresholds once serving (CPython's are 700, 10, 10).  The
+#: request path leaves no cycles (streams are freed by refcounting), yet the
+#: GC runs on allocation counts alone: under 800 paced streams the defaults
+#: paused the reactor up to 14 ms (gen 0), 32 ms (gen 1) and 24 ms (gen 2)
+#: within 10 s; with these, not once.  Cycles from errors (tracebacks) are
+#: still collected young, after 10,000 net allocations.
+GC_THRESHOLDS = (10_000, 20, 100)
+
 
 class MockoaiService(MultiService):
     """Owns the site; on stop, drains in-flight requests within the grace period."""
@@ -73,12 +81,7 @@ class MockoaiService(MultiService):
             secs=corpus.build_seconds,
         )
         _log.info("config: {config}", config=describe(settings))
-        # Everything allocated so far lives until exit: keep the cyclic GC
-        # from walking it on every collection (it drives the latency tail).
-        gc.collect()
-        if hasattr(gc, "freeze"):  # CPython; PyPy's GC has no such need
-            gc.freeze()
-        _trim_heap()
+        settle_heap()
         _log.info("ready in {secs:.2f} s, RSS {rss:.1f} MB", secs=process_age(), rss=rss_mb())
 
     def stopService(self) -> Deferred[Any]:
@@ -261,6 +264,19 @@ def _use_lean(choice: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def settle_heap() -> None:
+    """
+    Ready to serve: everything allocated so far lives until exit, so keep
+    the cyclic GC from walking it on every collection (it drives the latency
+    tail), collect less often from now on, and trim the C heap.
+    """
+    gc.collect()
+    if hasattr(gc, "freeze"):  # CPython; PyPy's GC has no such need
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+    _trim_heap()
 
 
 def _trim_heap() -> None:

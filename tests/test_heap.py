@@ -6,6 +6,7 @@ the memory comes back to the OS afterwards.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import textwrap
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import guard
+from mockoai import guard, service
 from mockoai.guard import HeaderDeadlines
 from mockoai.heap import HEAP, _Allocator
 
@@ -242,3 +243,19 @@ class FloodMemoryTests(SynchronousTestCase):
         rss = self.flood("off")
         self.assertGreater(rss["peak"] - rss["before"], 30)
         self.assertGreater(rss["after"] - rss["before"], 20)
+
+
+class SettleHeapTests(SynchronousTestCase):
+    """What the service does to the GC once it is ready to serve."""
+
+    def test_freezes_startup_objects_and_raises_thresholds(self) -> None:
+        if not hasattr(gc, "freeze"):
+            self.skipTest("CPython's gc.freeze/set_threshold only")
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+        self.addCleanup(gc.unfreeze)
+        survivor = [object()]
+        service.settle_heap()
+        self.assertEqual(gc.get_threshold(), service.GC_THRESHOLDS)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        # Frozen: the collector no longer walks it.
+        self.assertFalse(any(o is survivor for o in gc.get_objects()))
