@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import platform
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -213,6 +214,11 @@ class Stream:
     def due(self, tokens: int) -> float:
         """When a choice's ``tokens``-th token is out (ttft for the first)."""
         return self.t0 + TTFT + (max(tokens, 1) - 1) * ITL
+
+
+def disconnect_mid_stream(s: Stream) -> None:
+    advance_to(s.clock, TTFT + 3 * ITL)
+    s.http.disconnect()
 
 
 class ChatStreamTests(SynchronousTestCase):
@@ -475,6 +481,8 @@ class ChatStreamTests(SynchronousTestCase):
     ) -> None:
         # A cycle left behind by every stream makes the cyclic GC's gen-2
         # passes walk thousands of dead streams (stalling live ones ~150 ms).
+        if platform.python_implementation() != "CPython":
+            self.skipTest("refcounting frees objects at once on CPython only")
         gc.disable()
         self.addCleanup(gc.enable)
         s = make()
@@ -492,11 +500,7 @@ class ChatStreamTests(SynchronousTestCase):
         self.assertFreedWithoutTheCyclicGC(Stream, lambda s: run_all(s.clock))
 
     def test_stopped_stream_freed_by_refcount(self) -> None:
-        def disconnect(s: Stream) -> None:
-            advance_to(s.clock, TTFT + 3 * ITL)
-            s.http.disconnect()
-
-        self.assertFreedWithoutTheCyclicGC(Stream, disconnect)
+        self.assertFreedWithoutTheCyclicGC(Stream, disconnect_mid_stream)
 
     def test_engine_stream_freed_by_refcount(self) -> None:
         engines: list[Engine | None] = []
@@ -506,12 +510,8 @@ class ChatStreamTests(SynchronousTestCase):
             engines.append(s.engine)
             return s
 
-        def disconnect(s: Stream) -> None:
-            advance_to(s.clock, TTFT + 3 * ITL)
-            s.http.disconnect()
-
         self.assertFreedWithoutTheCyclicGC(make, lambda s: run_all(s.clock))
-        self.assertFreedWithoutTheCyclicGC(make, disconnect)
+        self.assertFreedWithoutTheCyclicGC(make, disconnect_mid_stream)
         self.assertEqual([engine.used for engine in engines if engine], [0, 0])
 
     def test_unpaced_stream_finishes_in_start(self) -> None:
