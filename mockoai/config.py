@@ -308,7 +308,7 @@ def _integer(low: int, high: int) -> Callable[[object], int]:
         if isinstance(value, (bool, float)):
             raise ValueError(f"expected a whole number, got {value!r}")
         try:
-            number = int(value)  # type: ignore[call-overload]
+            number: int = int(value)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise ValueError(f"expected a whole number, got {value!r}") from None
         if not low <= number <= high:

@@ -8,10 +8,9 @@ only look things up in it.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
 
 from mockoai import auth, errors
 from mockoai import corpus as corpus_module
@@ -26,6 +25,9 @@ from mockoai.render import Renderer, model_object, models_list
 from mockoai.sampling import Planner
 from mockoai.stats import Stats
 from mockoai.validate import GenerationRequest, InputLimits
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock
 
 #: How many ad-hoc model names (--any-model) keep their templates cached.
 _ADHOC_CACHE = 1024
@@ -49,7 +51,7 @@ class Core:
     def __init__(
         self,
         settings: Settings,
-        clock: IReactorTime,
+        clock: Clock,
         corpus: Corpus | None = None,
         ids: IdMaker | None = None,
         slack: float = 0.0005,

@@ -14,17 +14,19 @@ envelopes through the same L{error_body} Klein's error handler uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from mockoai.routes import error_body
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Request
 
 #: Distinct (method, path) pairs remembered; paths with parameters
 #: (``/v1/models/<id>``) are bounded by this too.
@@ -39,9 +41,9 @@ class Router:
     def __init__(self, app: Klein) -> None:
         self._app = app
         self._adapter = app.url_map.bind("localhost")
-        self._cache: dict[tuple[bytes, bytes], tuple[str, dict[str, Any]]] = {}
+        self._cache: dict[tuple[bytes, bytes], tuple[str, Mapping[str, Any]]] = {}
 
-    def _match(self, method: bytes, path: bytes) -> tuple[str, dict[str, Any]]:
+    def _match(self, method: bytes, path: bytes) -> tuple[str, Mapping[str, Any]]:
         key = (method, path)
         hit = self._cache.get(key)
         if hit is None:
@@ -52,11 +54,11 @@ class Router:
                 self._cache[key] = hit
         return hit
 
-    def render(self, request: IRequest) -> None:
+    def render(self, request: Request) -> None:
         """Answer ``request`` completely (now or later)."""
         try:
             endpoint, kwargs = self._match(request.method, request.path)
-            result = self._app.execute_endpoint(endpoint, request, **kwargs)
+            result = self._app.execute_endpoint(endpoint, request, **kwargs)  # type: ignore[arg-type]
         except (HTTPException, Exception):
             _write(request, error_body(request, Failure()))
             return
@@ -69,12 +71,12 @@ class Router:
             _write(request, None)
 
 
-def _failed(failure: Failure, request: IRequest) -> None:
+def _failed(failure: Failure, request: Request) -> None:
     if failure.check(CancelledError) is None:
         _write(request, error_body(request, failure))
 
 
-def _write(request: IRequest, body: bytes | None) -> None:
+def _write(request: Request, body: bytes | None) -> None:
     if request.finished or getattr(request, "_disconnected", False):
         return
     if body is not None:

@@ -16,15 +16,17 @@ read costs two attribute checks.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 
 from mockoai import errors
 from mockoai.heap import HEAP
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, DelayedCall
 
 _log = Logger(namespace="mockoai.guard")
 
@@ -125,13 +127,13 @@ class HeaderDeadlines:
     ``timeout`` 0 makes every method a no-op.
     """
 
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, clock: Clock, timeout: float) -> None:
         self.clock = clock
         self.timeout = timeout
         #: Channel -> when its head began (insertion order is deadline order).
         self._began: dict[Waiting, float] = {}
-        self._timer: IDelayedCall | None = None
-        self._release_call: IDelayedCall | None = None
+        self._timer: DelayedCall | None = None
+        self._release_call: DelayedCall | None = None
         #: Heads that ended (done or shed) since the heap was last trimmed.
         self._churn = 0
         #: A flood diverted small objects since the heap was last trimmed.

@@ -31,7 +31,7 @@ import gc
 import os
 import sys
 import sysconfig
-from typing import Any
+from typing import Any, ClassVar
 
 #: PyMemAllocatorDomain: PyMem_RawMalloc, PyMem_Malloc, PyObject_Malloc.
 _RAW, _MEM, _OBJ = 0, 1, 2
@@ -40,7 +40,7 @@ _RAW, _MEM, _OBJ = 0, 1, 2
 class _Allocator(ctypes.Structure):
     """PyMemAllocatorEx: a context and four C functions."""
 
-    _fields_ = [
+    _fields_: ClassVar[list[tuple[str, type[ctypes.c_void_p]]]] = [
         ("ctx", ctypes.c_void_p),
         ("malloc", ctypes.c_void_p),
         ("calloc", ctypes.c_void_p),

@@ -20,7 +20,7 @@ import contextlib
 import io
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from twisted.internet import tcp
@@ -34,6 +34,9 @@ from twisted.web.http_headers import Headers
 
 from mockoai import errors, guard
 from mockoai.openrouter import errors as openrouter_errors
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Transport
 
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
@@ -225,8 +228,9 @@ class LeanChannel(Protocol, TimeoutMixin):
     # Set by the site's buildProtocol, as twisted.web's channels are.
     site: Any
     factory: Any
+    transport: Transport | None  # type: ignore[assignment]
     callLater: Callable[..., Any]
-    timeOut: float | None = None
+    timeOut: float | None = None  # type: ignore[assignment]
     requestFactory: Any = None
     secure = False
     _socket: Any = None

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web import http
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mockoai import errors
 from mockoai.site import MockRequest, MockSite

@@ -77,7 +77,7 @@ class Distribution:
 
     def _inverse(self, quantiles: FloatArray) -> FloatArray:
         ps = np.array([p / 100.0 for p, _ in self.points])
-        values = np.array([v for _, v in self.points])
+        values: FloatArray = np.array([v for _, v in self.points])
         return np.interp(quantiles, ps, values)
 
     def percentile(self, p: float) -> float:

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from mockoai import errors
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, DelayedCall, Transport
 
 #: Refill period of "per minute" limits.
 MINUTE = 60.0
@@ -292,7 +295,7 @@ class RateLimits:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: Clock,
         rpm: int | None = None,
         tpm: int | None = None,
         ip_rpm: int | None = None,
@@ -514,14 +517,16 @@ class RefusedConnection(Protocol):
     drained, and the connection is aborted after ``linger`` seconds at most.
     """
 
-    def __init__(self, response: bytes, clock: IReactorTime, linger: float = 2.0) -> None:
+    transport: Transport | None  # type: ignore[assignment]
+
+    def __init__(self, response: bytes, clock: Clock, linger: float = 2.0) -> None:
         self.response = response
         self.clock = clock
         self.linger = linger
-        self._timer: IDelayedCall | None = None
+        self._timer: DelayedCall | None = None
 
     def connectionMade(self) -> None:
-        transport: ITransport = self.transport  # type: ignore[assignment]
+        transport: Transport = self.transport  # type: ignore[assignment]
         transport.write(self.response)
         half_close = getattr(transport, "loseWriteConnection", None)
         if half_close is None:

@@ -222,10 +222,10 @@ class _Collector:
             ("rejected", "Requests refused by admission control.", _rejected),
         )
         for name, doc, value in counters:
-            family = CounterMetricFamily(f"mockoai_{name}", doc, labels=["model"])
+            counter = CounterMetricFamily(f"mockoai_{name}", doc, labels=["model"])
             for model, s in models:
-                family.add_metric([model], value(s))
-            yield family
+                counter.add_metric([model], value(s))
+            yield counter
         errors = CounterMetricFamily(
             "mockoai_errors", "Error answers by model and status.", labels=["model", "status"]
         )
@@ -298,10 +298,10 @@ class _Collector:
              "Histogram of time spent in WAITING phase for request.", "queue",
              VLLM_REQUEST_BUCKETS),
         ):  # fmt: skip
-            family = HistogramMetricFamily(name, doc, labels=label)
+            histogram = HistogramMetricFamily(name, doc, labels=label)
             for model, s in models:
-                _histogram(family, [model], getattr(s, attribute), bounds)
-            yield family
+                _histogram(histogram, [model], getattr(s, attribute), bounds)
+            yield histogram
 
 
 def _prompt_tokens(s: ModelStats) -> float:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, DelayedCall
 
 _log = Logger()
 
@@ -41,14 +44,14 @@ class Waiter:
 class Pacer:
     """Runs callables at reactor times, sharing one timer."""
 
-    def __init__(self, clock: IReactorTime, slack: float = 0.0005) -> None:
+    def __init__(self, clock: Clock, slack: float = 0.0005) -> None:
         self.clock = clock
         self.slack = slack
         # (due, seq, waiter): tuples compare in C, a Waiter.__lt__ in Python
         # cost 4% of the server's CPU with a thousand paced streams.
         self._heap: list[tuple[float, int, Waiter]] = []
         self._seq = 0
-        self._timer: IDelayedCall | None = None
+        self._timer: DelayedCall | None = None
         self._armed_for = float("inf")
         #: The entries of the pass being run, so stop() can drop them too.
         self._ready: list[tuple[float, int, Waiter]] = []

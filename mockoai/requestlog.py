@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ujson
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.logfile import LogFile
 
 from mockoai.outcome import Outcome
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock
 
 #: Seconds between flushes.
 FLUSH_INTERVAL = 1.0
@@ -92,7 +94,7 @@ class RequestLog(Service):
     def __init__(
         self,
         path: str,
-        clock: IReactorTime,
+        clock: Clock,
         max_size: int = 100 * 1024 * 1024,
         files: int = 5,
         interval: float = FLUSH_INTERVAL,
@@ -104,9 +106,9 @@ class RequestLog(Service):
         self.file = LogFile(
             os.path.basename(path), directory, rotateLength=max_size, maxRotatedFiles=files
         )
-        self.pending: list[tuple[Any, ...]] = []
+        self.pending: list[tuple[float, bytes, str, str, bytes, str, int, Outcome | None]] = []
         self._loop = LoopingCall(self.flush)
-        self._loop.clock = clock
+        self._loop.clock = clock  # type: ignore[assignment]
 
     def startService(self) -> None:
         super().startService()

@@ -12,12 +12,11 @@ L{mockoai.dispatch.Router} the server uses.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mockoai import errors, validate
@@ -29,6 +28,9 @@ from mockoai.openrouter import errors as openrouter_errors
 from mockoai.outcome import attach, note_error
 from mockoai.stream import StreamProducer, completed, delayed
 from mockoai.validate import GenerationRequest
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Request
 
 JSON = b"application/json"
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
@@ -50,60 +52,60 @@ class MockOAI:
         self.metrics = Metrics(core)
 
     @app.route("/v1/chat/completions", methods=["POST"])
-    def chat_completions(self, request: IRequest) -> Result:
+    def chat_completions(self, request: Request) -> Result:
         return self._generate(request, validate.chat, CHAT)
 
     @app.route("/v1/completions", methods=["POST"])
-    def completions(self, request: IRequest) -> Result:
+    def completions(self, request: Request) -> Result:
         return self._generate(request, validate.completions, COMPLETIONS)
 
     @app.route("/v1/models", methods=["GET"])
-    def list_models(self, request: IRequest) -> bytes:
+    def list_models(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", JSON)
         return self.core.models_body
 
     @app.route("/v1/models/<path:model_id>", methods=["GET"])
-    def get_model(self, request: IRequest, model_id: str) -> bytes:
+    def get_model(self, request: Request, model_id: str) -> bytes:
         request.setHeader(b"Content-Type", JSON)
         return self.core.model(model_id).card
 
     # OpenRouter mode: the same simulation under OpenRouter's API.
 
     @app.route("/api/v1/chat/completions", methods=["POST"])
-    def router_chat_completions(self, request: IRequest) -> Result:
+    def router_chat_completions(self, request: Request) -> Result:
         return self.core.openrouter.generate(request, CHAT)
 
     @app.route("/api/v1/completions", methods=["POST"])
-    def router_completions(self, request: IRequest) -> Result:
+    def router_completions(self, request: Request) -> Result:
         return self.core.openrouter.generate(request, COMPLETIONS)
 
     @app.route("/api/v1/models", methods=["GET"])
-    def router_models(self, request: IRequest) -> bytes:
+    def router_models(self, request: Request) -> bytes:
         return self.core.openrouter.models(request)
 
     @app.route("/api/v1/models/<path:model_id>/endpoints", methods=["GET"])
-    def router_endpoints(self, request: IRequest, model_id: str) -> bytes:
+    def router_endpoints(self, request: Request, model_id: str) -> bytes:
         return self.core.openrouter.endpoints(request, model_id)
 
     @app.route("/api/v1/models/<path:model_id>", methods=["GET"])
-    def router_model(self, request: IRequest, model_id: str) -> bytes:
+    def router_model(self, request: Request, model_id: str) -> bytes:
         return self.core.openrouter.model(request, model_id)
 
     @app.route("/api/v1/generation", methods=["GET"])
-    def router_generation(self, request: IRequest) -> bytes:
+    def router_generation(self, request: Request) -> bytes:
         return self.core.openrouter.generation(request)
 
     @app.route("/api/v1/key", methods=["GET"])
     @app.route("/api/v1/auth/key", methods=["GET"])
-    def router_key(self, request: IRequest) -> bytes:
+    def router_key(self, request: Request) -> bytes:
         return self.core.openrouter.key(request)
 
     @app.route("/api/v1/credits", methods=["GET"])
-    def router_credits(self, request: IRequest) -> bytes:
+    def router_credits(self, request: Request) -> bytes:
         return self.core.openrouter.credits(request)
 
     @app.route("/health", methods=["GET"])
-    def health(self, request: IRequest) -> bytes:
+    def health(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", JSON)
         if self.draining:
             request.setResponseCode(503)
@@ -112,7 +114,7 @@ class MockOAI:
 
     def _generate(
         self,
-        request: IRequest,
+        request: Request,
         parse: Callable[[dict[str, object], validate.InputLimits], GenerationRequest],
         kind: str,
     ) -> Result:
@@ -159,13 +161,13 @@ class MockOAI:
             raise
 
     @app.route("/stats", methods=["GET"])
-    def statistics(self, request: IRequest) -> bytes | Deferred[bytes]:
+    def statistics(self, request: Request) -> bytes | Deferred[bytes]:
         """Latency percentiles and counters per model (mockoai's own, not OpenAI's)."""
         request.setHeader(b"Content-Type", JSON)
         return self.metrics.stats_body()
 
     @app.route("/metrics", methods=["GET"])
-    def prometheus(self, request: IRequest) -> bytes | Deferred[bytes]:
+    def prometheus(self, request: Request) -> bytes | Deferred[bytes]:
         """Prometheus text exposition: mockoai's series and vLLM's (mockoai/metrics.py)."""
         request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
         return self.metrics.exposition()
@@ -173,7 +175,7 @@ class MockOAI:
     # Errors: the same envelopes whichever resource dispatched the request.
 
     @app.handle_errors(Exception)
-    def failed(self, request: IRequest, failure: Failure) -> bytes:
+    def failed(self, request: Request, failure: Failure) -> bytes:
         return error_body(request, failure)
 
 
@@ -182,7 +184,7 @@ def _is_json(content_type: bytes) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == JSON
 
 
-def error_body(request: IRequest, failure: Failure) -> bytes:
+def error_body(request: Request, failure: Failure) -> bytes:
     """Render any failure as OpenAI's envelope (OpenRouter's under /api/v1/)."""
     error = failure.value
     if isinstance(error, NotFound):

@@ -167,7 +167,7 @@ class Planner:
         self._lead = len(ARTICLE_LEAD)
         # Plain-int views: indexing numpy arrays from Python costs ~100 ns
         # and returns numpy scalars.
-        self._offsets = memoryview(corpus.offsets)
+        self._offsets = memoryview(corpus.offsets)  # type: ignore[arg-type]
         self._articles: list[int] = corpus.article_tokens.tolist()
 
     def limit(self, request: GenerationRequest, cap: int | None = None) -> int:

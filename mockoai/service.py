@@ -194,12 +194,12 @@ def build(
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor  # type: ignore[assignment]
+        reactor = global_reactor
     assert reactor is not None
     core = Core(settings, reactor)
     api = MockOAI(core)
     site = MockSite(
-        api.app.resource(),
+        api.app.resource(),  # type: ignore[arg-type]
         Router(api.app),
         reactor,
         core.ids,

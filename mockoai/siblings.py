@@ -17,7 +17,7 @@ import contextlib
 import glob
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ujson
 from twisted.application.service import Service
@@ -26,6 +26,9 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Transport
 
 _log = Logger(namespace="mockoai")
 
@@ -40,9 +43,11 @@ def socket_path(run_dir: str, index: int) -> str:
 
 
 class _Send(Protocol):
+    transport: Transport | None  # type: ignore[assignment]
+
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(ujson.dumps(self.factory.state()).encode())  # type: ignore[attr-defined]
+        self.transport.write(ujson.dumps(self.factory.state()).encode())
         self.transport.loseConnection()
 
 
@@ -110,7 +115,7 @@ class Siblings(Service):
         def connected(protocol: _Receive) -> Deferred[State]:
             def give_up(failure: Failure) -> Failure:
                 if protocol.transport is not None:
-                    protocol.transport.abortConnection()  # type: ignore[attr-defined]
+                    protocol.transport.abortConnection()
                 return failure
 
             return protocol.done.addTimeout(timeout, self.reactor).addErrback(give_up)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
@@ -33,6 +32,9 @@ from mockoai.ids import IdMaker
 from mockoai.limits import ConnectionCap, RefusedConnection
 from mockoai.observe import Observer
 from mockoai.openrouter import errors as openrouter_errors
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, Transport
 
 _HEALTH = b"/health"
 
@@ -87,6 +89,7 @@ class MockChannel(http.HTTPChannel):
     """HTTP/1.1 channel with TCP_NODELAY and an early 413."""
 
     site: MockSite
+    transport: Transport  # type: ignore[assignment]
     _refused = False
 
     def connectionMade(self) -> None:
@@ -105,7 +108,7 @@ class MockChannel(http.HTTPChannel):
         self._head_bytes = 0
         self.site.header_deadlines.start(self)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: object) -> None:  # type: ignore[override]
         self.site.header_deadlines.lost(self)
         self.site.channels.discard(self)
         if getattr(self, "counted", False):
@@ -117,7 +120,7 @@ class MockChannel(http.HTTPChannel):
         if self._in_head():
             self.site.header_deadlines.start(self)
 
-    def _in_head(self) -> bool:
+    def _in_head(self) -> bool | int:
         """Whether part of a request head, and not all of it, has arrived."""
         return (
             self.line_mode
@@ -214,7 +217,7 @@ class MockSite(server.Site):
         self,
         resource: IResource,
         router: Router,
-        clock: IReactorTime,
+        clock: Clock,
         ids: IdMaker,
         max_body_size: int,
         idle_timeout: float,
@@ -276,7 +279,7 @@ class MockSite(server.Site):
             self._date = http.datetimeToString(now)
         return self._date
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         if self.access_log:
             super().log(request)
 

@@ -17,12 +17,12 @@ their place in the engine.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mockoai.engine import DONE, Engine, Sequence
 from mockoai.errors import APIError
@@ -30,6 +30,9 @@ from mockoai.pacing import Pacer, Waiter
 from mockoai.render import EventStream, Pieces
 from mockoai.sampling import ChoicePlan, Plan
 from mockoai.stats import ModelStats, Recorder
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, Request
 
 #: Where answers nobody asked to count are counted.
 _UNCOUNTED = ModelStats()
@@ -113,7 +116,7 @@ class StreamProducer:
 
     def __init__(
         self,
-        request: IRequest,
+        request: Request,
         plan: Plan,
         events: EventStream,
         pacer: Pacer,
@@ -128,7 +131,7 @@ class StreamProducer:
         self.events = events
         self.pacer = pacer
         self.engine = engine
-        self.clock: IReactorTime = pacer.clock
+        self.clock: Clock = pacer.clock
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
         self._timeline = self.timeline()
         #: The next event of the timeline to send.
@@ -345,7 +348,7 @@ class _Completion:
         d: Deferred[bytes],
         plan: Plan,
         render: Callable[[], bytes],
-        clock: IReactorTime,
+        clock: Clock,
         stats: Recorder,
     ) -> None:
         self.d = d

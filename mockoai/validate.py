@@ -252,7 +252,7 @@ def _common(
         continuous_usage=continuous,
         include_obfuscation=obfuscation,
         stop=_stop(body),
-        seed=seed,  # type: ignore[arg-type]
+        seed=seed,
         ignore_eos=_optional_bool(body, "ignore_eos"),
         min_tokens=min_tokens,
     )
@@ -344,7 +344,7 @@ def chat(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> Gener
     tools = body.get("tools")
     if tools is not None and type(tools) is not list:
         raise errors.invalid_type("tools", "an array", tools)
-    prompt_tokens = tokens.count_messages(messages)  # type: ignore[arg-type]
+    prompt_tokens = tokens.count_messages(messages)
     if tools:
         prompt_tokens += tokens.count_value(tools)
     return _common(body, CHAT, prompt_tokens, limits.max_n)
@@ -358,7 +358,7 @@ def _prompts(value: object) -> list[str | list[int]]:
         if not value:
             raise errors.empty_array("prompt")
         if all(type(v) is int for v in value):
-            return [value]  # type: ignore[list-item]
+            return [value]
         out: list[str | list[int]] = []
         for i, item in enumerate(value):
             token_ids = type(item) is list and item and all(type(v) is int for v in item)

@@ -20,7 +20,7 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import error as net_error
@@ -73,7 +73,7 @@ def die_with_parent(supervisor: int) -> None:
 class ReusePortService(Service):
     """Listens on a TCP port with SO_REUSEPORT, shared with sibling workers."""
 
-    def __init__(self, description: str, factory: ServerFactory, reactor: Any) -> None:
+    def __init__(self, description: str, factory: ServerFactory[Any], reactor: Any) -> None:
         self.description = description
         self.factory = factory
         self.reactor = reactor
@@ -97,7 +97,7 @@ class ReusePortService(Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            return port.stopListening()  # type: ignore[return-value]
+            return port.stopListening()  # type: ignore[misc]
         return None
 
 
@@ -170,7 +170,11 @@ class Supervisor(Service):
         if self.stopping:
             return
         code = getattr(reason.value, "exitCode", None)
-        why = f"status {code}" if code is not None else f"signal {reason.value.signal}"
+        why = (
+            f"status {code}"
+            if code is not None
+            else f"signal {cast(net_error.ProcessTerminated, reason.value).signal}"
+        )
         self.restarts += 1
         _log.warn("worker {i} exited ({why}); restarting", i=worker.index, why=why)
         self.reactor.callLater(_RESTART_DELAY, self.spawn, worker.index)

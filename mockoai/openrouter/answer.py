@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Union
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 
 from mockoai.config import CHAT
 from mockoai.openrouter import errors
@@ -24,6 +23,7 @@ from mockoai.stream import completed, delayed
 from mockoai.validate import GenerationRequest
 
 if TYPE_CHECKING:
+    from mockoai.interfaces import Request
     from mockoai.openrouter.api import OpenRouter
 
 JSON = b"application/json"
@@ -70,7 +70,7 @@ class Answer:
         self.streamed = request.stream
         self.stats = stats
 
-    def stream(self, request: IRequest, kind: str, fail_after: int | None) -> Deferred[None]:
+    def stream(self, request: Request, kind: str, fail_after: int | None) -> Deferred[None]:
         """Stream it, paced like an OpenAI stream; record it when it ends, however it ends."""
         request.setHeader(b"Content-Type", EVENT_STREAM)
         request.setHeader(b"Cache-Control", b"no-cache")
@@ -109,7 +109,7 @@ class Answer:
             now=now,
         )
 
-    def reply(self, request: IRequest, kind: str, fail_after: int | None) -> Result:
+    def reply(self, request: Request, kind: str, fail_after: int | None) -> Result:
         """
         The whole body once its last token is out -- or, for a generation
         that breaks, OpenRouter's error in a 200 body once the failing token is.

@@ -16,8 +16,6 @@ import random
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from twisted.web.iweb import IRequest
-
 from mockoai import validate
 from mockoai.config import CHAT, ModelSpec, ProviderSpec
 from mockoai.errors import APIError
@@ -36,13 +34,14 @@ from mockoai.validate import GenerationRequest
 
 if TYPE_CHECKING:
     from mockoai.core import Core
+    from mockoai.interfaces import Request
 
 JSON = b"application/json"
 #: Renderers kept for ad-hoc (--any-model) models, beyond the configured ones.
 _ADHOC_RENDERERS = 4096
 
 
-def api_key(request: IRequest) -> str:
+def api_key(request: Request) -> str:
     """The ``Authorization: Bearer`` key, or OpenRouter's 401."""
     header = request.getHeader(b"authorization") or b""
     scheme, _, key = header.partition(b" ")
@@ -52,7 +51,7 @@ def api_key(request: IRequest) -> str:
     return key.decode("utf-8", "replace")
 
 
-def _header(request: IRequest, *names: bytes) -> str | None:
+def _header(request: Request, *names: bytes) -> str | None:
     for name in names:
         value = request.getHeader(name)
         if value:
@@ -137,7 +136,7 @@ class OpenRouter:
 
     # --- generation ---------------------------------------------------------------
 
-    def generate(self, request: IRequest, kind: str) -> Result:
+    def generate(self, request: Request, kind: str) -> Result:
         """``POST /api/v1/chat/completions`` and ``/api/v1/completions``."""
         clock = self.clock
         arrived = clock.seconds()
@@ -165,7 +164,7 @@ class OpenRouter:
 
     def _answer(
         self,
-        request: IRequest,
+        request: Request,
         kind: str,
         body: dict[str, Any],
         wanted: GenerationRequest,
@@ -204,7 +203,7 @@ class OpenRouter:
 
     # --- generations, keys, credits, models -----------------------------------------
 
-    def generation(self, request: IRequest) -> bytes:
+    def generation(self, request: Request) -> bytes:
         """``GET /api/v1/generation?id=``: a finished generation of the caller's key."""
         key = api_key(request)
         query = parse_qs(urlsplit(bytes(request.uri).decode("utf-8", "replace")).query)
@@ -217,7 +216,7 @@ class OpenRouter:
         request.setHeader(b"Content-Type", JSON)
         return record.body()
 
-    def key(self, request: IRequest) -> bytes:
+    def key(self, request: Request) -> bytes:
         """``GET /api/v1/key`` (and the older ``/api/v1/auth/key``)."""
         # A configured key (--api-key) is shown by its label.
         label = getattr(request, "key_label", None)
@@ -225,24 +224,24 @@ class OpenRouter:
         request.setHeader(b"Content-Type", JSON)
         return body
 
-    def credits(self, request: IRequest) -> bytes:
+    def credits(self, request: Request) -> bytes:
         """``GET /api/v1/credits``."""
         body = self.accounts.credits_body(api_key(request), self.clock.seconds())
         request.setHeader(b"Content-Type", JSON)
         return body
 
-    def models(self, request: IRequest) -> bytes:
+    def models(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", JSON)
         return self.catalog.body
 
-    def model(self, request: IRequest, model_id: str) -> bytes:
+    def model(self, request: Request, model_id: str) -> bytes:
         card = self.catalog.cards.get(model_id)
         if card is None:
             raise errors.model_not_found(model_id)
         request.setHeader(b"Content-Type", JSON)
         return card
 
-    def endpoints(self, request: IRequest, model_id: str) -> bytes:
+    def endpoints(self, request: Request, model_id: str) -> bytes:
         endpoints = self.catalog.endpoint_lists.get(model_id)
         if endpoints is None:
             raise errors.model_not_found(model_id)

@@ -12,10 +12,9 @@ OpenRouter streams: the shared L{StreamProducer}, plus what OpenRouter adds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.web.iweb import IRequest
 
 from mockoai.engine import Engine, Sequence
 from mockoai.errors import APIError
@@ -26,6 +25,9 @@ from mockoai.render import Pieces
 from mockoai.sampling import Plan
 from mockoai.stats import Recorder
 from mockoai.stream import StreamProducer, Timeline
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Request
 
 COMMENT = b": OPENROUTER PROCESSING\n\n"
 
@@ -84,7 +86,7 @@ class RouterStream(StreamProducer):
 
     def __init__(
         self,
-        request: IRequest,
+        request: Request,
         plan: Plan,
         events: RouterEvents,
         pacer: Pacer,
