@@ -137,6 +137,10 @@ class SmallObjectHeap:
         self.restore()
         if collect:
             gc.collect()
+        self.trim()
+
+    def trim(self) -> None:
+        """Hand the C heap's free memory back to the OS (a no-op without malloc_trim)."""
         if self._trim is not None:
             with contextlib.suppress(OSError):
                 self._trim(0)

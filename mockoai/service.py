@@ -25,6 +25,7 @@ from mockoai.config import Settings, describe
 from mockoai.core import Core
 from mockoai.dispatch import Router
 from mockoai.guard import HttpLimits
+from mockoai.heap import HEAP
 from mockoai.http2 import factory_for
 from mockoai.observe import Observer
 from mockoai.requestlog import RequestLog, worker_path
@@ -270,26 +271,14 @@ def settle_heap() -> None:
     """
     Ready to serve: everything allocated so far lives until exit, so keep
     the cyclic GC from walking it on every collection (it drives the latency
-    tail), collect less often from now on, and trim the C heap.
+    tail), collect less often from now on, and hand the corpus build's freed
+    scratch memory back to the OS (glibc keeps ~17 MB of it otherwise).
     """
     gc.collect()
     if hasattr(gc, "freeze"):  # CPython; PyPy's GC has no such need
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-    _trim_heap()
-
-
-def _trim_heap() -> None:
-    """
-    Hand the corpus build's freed scratch memory back to the OS (glibc keeps
-    ~17 MB of it otherwise); a no-op where the C library has no malloc_trim.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    HEAP.trim()
 
 
 def rss_mb() -> float:

@@ -63,13 +63,17 @@ class DivertTests(SynchronousTestCase):
         self.clock = Clock()
         self.deadlines = HeaderDeadlines(self.clock, 10.0)
 
+    def heads(self, n: int) -> list[Waiter]:
+        """``n`` connections whose request heads began and are waiting."""
+        waiters = [Waiter() for _ in range(n)]
+        for waiter in waiters:
+            self.deadlines.start(waiter)
+        return waiters
+
     def test_flood_diverts_then_releases_twice_once_none_wait(self) -> None:
-        waiters = [Waiter() for _ in range(4)]
-        for waiter in waiters[:2]:
-            self.deadlines.start(waiter)
+        waiters = self.heads(2)
         self.assertEqual(self.heap.calls, [])  # two waiting heads are no flood
-        for waiter in waiters[2:]:
-            self.deadlines.start(waiter)
+        waiters += self.heads(2)
         self.assertEqual(self.heap.calls, ["divert"])
         for waiter in waiters:
             self.deadlines.lost(waiter)
@@ -82,9 +86,7 @@ class DivertTests(SynchronousTestCase):
 
     def test_diverted_releases_even_when_heads_completed(self) -> None:
         # A flood of slow but finished heads is no churn, yet must not stay diverted.
-        waiters = [Waiter() for _ in range(3)]
-        for waiter in waiters:
-            self.deadlines.start(waiter)
+        waiters = self.heads(3)
         for waiter in waiters:
             self.deadlines.done(waiter)
         self.clock.advance(1)
@@ -96,9 +98,7 @@ class DivertTests(SynchronousTestCase):
         # always have a few heads in flight: pymalloc comes back once fewer
         # than a quarter of DIVERT_AT wait, the trim once none does.
         self.patch(guard, "DIVERT_AT", 8)
-        waiters = [Waiter() for _ in range(8)]
-        for waiter in waiters:
-            self.deadlines.start(waiter)
+        waiters = self.heads(8)
         self.assertEqual(self.heap.calls, ["divert"])
         for waiter in waiters[:6]:
             self.deadlines.done(waiter)
@@ -113,9 +113,7 @@ class DivertTests(SynchronousTestCase):
         self.assertEqual(self.heap.calls, ["divert", "restore", "trim"])
 
     def test_no_release_while_the_flood_is_back(self) -> None:
-        waiters = [Waiter() for _ in range(3)]
-        for waiter in waiters:
-            self.deadlines.start(waiter)
+        waiters = self.heads(3)
         for waiter in waiters:
             self.deadlines.lost(waiter)
         self.deadlines.start(Waiter())  # reconnected before the release fired
@@ -124,8 +122,7 @@ class DivertTests(SynchronousTestCase):
         self.assertTrue(self.heap.diverted)
 
     def test_the_flood_table_is_replaced(self) -> None:
-        for _ in range(3):
-            self.deadlines.start(Waiter())
+        self.heads(3)
         flood_table = self.deadlines._began
         self.clock.advance(11)  # all shed
         self.clock.advance(1)
