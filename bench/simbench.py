@@ -1,7 +1,7 @@
 """
 What ``accuracy.py`` and ``saturation.py`` share: a mockoai server started
 from a profile and pinned to one core, the driver pinned to the other, the
-configured latency distributions read through ``mockoai.config`` (the same
+configured latency distributions read through ``mockoai.ops.config`` (the same
 file the server reads), ``GET /stats``, and where results go.
 
 The HTTP/SSE client itself is ``sse_load.py``'s (``Conn``, ``SseCounter``,
@@ -30,7 +30,7 @@ sys.path[:0] = [str(BENCH), str(REPO)]
 import run  # noqa: E402  (a sibling script, not a package)
 import sse_load  # noqa: E402
 
-from mockoai.config import Settings, load_settings  # noqa: E402
+from mockoai.ops.config import Settings, load_settings  # noqa: E402
 
 __all__ = ["CpuWindow", "Pinning", "pin", "prepare", "run", "server", "settings", "sse_load"]
 

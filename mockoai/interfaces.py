@@ -5,7 +5,7 @@ Twisted declares its interfaces with zope.interface, whose methods take no
 ``self``: without a zope plugin mypy cannot call them on a provider.  These
 Protocols say the same for the parts mockoai uses, so a reactor or a
 L{twisted.internet.task.Clock} is a L{Clock}, and twisted.web's requests and
-L{mockoai.http11.LeanRequest} are L{Request}s.  For annotations only:
+L{mockoai.wire.http11.LeanRequest} are L{Request}s.  For annotations only:
 modules import this one under C{TYPE_CHECKING}.
 """
 

@@ -6,7 +6,7 @@ Handlers read top to bottom as the request path does: parse and validate
 the body, plan the answer, then return the rendered bytes (a Deferred of
 them when the answer takes time) or start a stream.  The same handlers run
 under Klein's own resource (tests, embedding) and under the lean
-L{mockoai.dispatch.Router} the server uses.
+L{mockoai.wire.dispatch.Router} the server uses.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from mockoai import errors, validate
-from mockoai.config import CHAT, COMPLETIONS
-from mockoai.core import Core
-from mockoai.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mockoai.metrics import Metrics
-from mockoai.openrouter import errors as openrouter_errors
-from mockoai.outcome import attach, note_error
-from mockoai.stream import StreamProducer, completed, delayed
-from mockoai.validate import GenerationRequest
+from mockoai.dialects.openrouter import errors as openrouter_errors
+from mockoai.ops.config import CHAT, COMPLETIONS
+from mockoai.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mockoai.ops.metrics import Metrics
+from mockoai.pipeline import errors, validate
+from mockoai.pipeline.outcome import attach, note_error
+from mockoai.pipeline.stream import StreamProducer, completed, delayed
+from mockoai.pipeline.validate import GenerationRequest
+from mockoai.sim.core import Core
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
@@ -168,7 +168,7 @@ class MockOAI:
 
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: Request) -> bytes | Deferred[bytes]:
-        """Prometheus text exposition: mockoai's series and vLLM's (mockoai/metrics.py)."""
+        """Prometheus text exposition: mockoai's series and vLLM's (mockoai/ops/metrics.py)."""
         request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
         return self.metrics.exposition()
 

@@ -25,8 +25,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from mockoai.config import ModelSpec, Settings
-from mockoai.service import MockoaiService, build
+from mockoai.ops.config import ModelSpec, Settings
+from mockoai.ops.service import MockoaiService, build
 from tests.optional import require_stack
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import auth
-from mockoai.auth import ApiKey, Authenticator, KeysFile, mask
-from mockoai.config import ConfigError, describe, load_settings
-from mockoai.limits import RateLimits
+from mockoai.ops.config import ConfigError, describe, load_settings
+from mockoai.pipeline import auth
+from mockoai.pipeline.auth import ApiKey, Authenticator, KeysFile, mask
+from mockoai.pipeline.limits import RateLimits
 from tests.optional import needs_openai, openai
 from tests.spec import validate
 from tests.support import Client, Response, TwistdProcess, make_service, sse_json
@@ -275,7 +275,7 @@ class UnitTests(SynchronousTestCase):
     def test_rate_limit_buckets_follow_either_header(self) -> None:
         from twisted.web.test.requesthelper import DummyRequest
 
-        from mockoai.limits import ANONYMOUS, request_key
+        from mockoai.pipeline.limits import ANONYMOUS, request_key
 
         def key_of(headers: dict[bytes, bytes]) -> str:
             request = DummyRequest([b""])

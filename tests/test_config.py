@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import config, latency
-from mockoai.config import (
+from mockoai.ops import config
+from mockoai.ops.config import (
     CHAT,
     COMPLETIONS,
     DEFAULT_MODELS,
@@ -22,6 +22,7 @@ from mockoai.config import (
     describe,
     load_settings,
 )
+from mockoai.sim import latency
 
 
 def ms(value: float) -> latency.Distribution:
@@ -87,10 +88,15 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(len(ids), len(set(ids)))
         instruct = Settings().model("gpt-3.5-turbo-instruct")
         assert instruct is not None
-        self.assertEqual(instruct.endpoints, frozenset({COMPLETIONS}))
+        self.assertEqual(instruct.native, frozenset({COMPLETIONS}))
         chat = Settings().model("gpt-4o")
         assert chat is not None
-        self.assertEqual(chat.endpoints, frozenset({CHAT}))
+        self.assertEqual(chat.native, frozenset({CHAT}))
+        # Both endpoints by default (as vLLM serves); OpenAI's mapping when strict.
+        self.assertTrue(Settings().serves(chat, COMPLETIONS))
+        self.assertFalse(Settings(strict_endpoints=True).serves(chat, COMPLETIONS))
+        self.assertTrue(Settings(strict_endpoints=True).serves(chat, CHAT))
+        self.assertFalse(Settings(strict_endpoints=True).serves(instruct, CHAT))
         self.assertIsNone(Settings().model("no-such-model"))
 
     def test_non_prefixed_environment_is_ignored(self) -> None:
@@ -736,7 +742,7 @@ class TapOptionsTests(SynchronousTestCase):
         self.patch(os, "environ", {})
 
     def parse(self, *argv: str) -> Settings:
-        from mockoai.tap import Options
+        from mockoai.ops.tap import Options
 
         options = Options()
         options.parseOptions(list(argv))

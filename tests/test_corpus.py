@@ -10,8 +10,8 @@ import time
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import corpus
-from mockoai.corpus import ARTICLE_LEAD, PARAGRAPHS_PER_ARTICLE, VOCABULARY
+from mockoai.sim import corpus
+from mockoai.sim.corpus import ARTICLE_LEAD, PARAGRAPHS_PER_ARTICLE, VOCABULARY
 
 ARTICLES = 64
 
@@ -179,7 +179,7 @@ class ShapeTests(SynchronousTestCase):
 
     def test_sentence_token_counts(self) -> None:
         # Word tokens plus commas plus the full stop: at most 8 * 3 + 2 + 1.
-        from mockoai.tokens import count_text
+        from mockoai.sim.tokens import count_text
 
         for sentence in re.findall(r"[A-Z][^.]*\.", small_text()):
             self.assertGreaterEqual(count_text(sentence), 5)

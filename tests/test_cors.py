@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from mockoai.auth import ApiKey
-from mockoai.config import ConfigError, load_settings
-from mockoai.cors import EXPOSED, Cors
+from mockoai.ops.config import ConfigError, load_settings
+from mockoai.pipeline.auth import ApiKey
+from mockoai.wire.cors import EXPOSED, Cors
 from tests.support import Client, Response, TwistdProcess, make_service, sse_json
 
 APP = "http://app.example:8080"

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import tokens
+from mockoai.sim import tokens
 from tests.optional import needs_openai, openai
 from tests.spec import validate
 from tests.support import (

@@ -6,10 +6,10 @@ import numpy as np
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import errors
-from mockoai.engine import Engine, EngineConfig, Sequence
-from mockoai.latency import LatencyModel, constant, parse
-from mockoai.pacing import Pacer
+from mockoai.pipeline import errors
+from mockoai.sim.engine import Engine, EngineConfig, Sequence
+from mockoai.sim.latency import LatencyModel, constant, parse
+from mockoai.sim.pacing import Pacer
 
 
 class Recorder:

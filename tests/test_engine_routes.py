@@ -9,8 +9,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.config import ModelSpec, load_settings
-from mockoai.latency import constant
+from mockoai.ops.config import ModelSpec, load_settings
+from mockoai.sim.latency import constant
 from tests.spec import validate
 from tests.support import Client, make_service, sse_json
 
@@ -153,7 +153,7 @@ class ProfileTests(SynchronousTestCase):
         self.assertEqual(small.tokens_mean, settings.tokens_mean)
 
     def test_bad_model_override(self) -> None:
-        from mockoai.config import ConfigError
+        from mockoai.ops.config import ConfigError
 
         with self.assertRaises(ConfigError) as caught:
             load_settings({"models": [{"id": "x", "itl": "gauss:1"}]}, {})

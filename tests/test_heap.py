@@ -1,5 +1,5 @@
 """
-mockoai.heap: small objects go to the C heap during a connection flood, and
+mockoai.wire.heap: small objects go to the C heap during a connection flood, and
 the memory comes back to the OS afterwards.
 """
 
@@ -15,9 +15,10 @@ import textwrap
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import guard, service
-from mockoai.guard import HeaderDeadlines
-from mockoai.heap import HEAP, _Allocator
+from mockoai.ops import service
+from mockoai.wire import guard
+from mockoai.wire.guard import HeaderDeadlines
+from mockoai.wire.heap import HEAP, _Allocator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,8 +172,8 @@ FLOOD = textwrap.dedent(
     """
     import gc, json, sys
     from twisted.internet.task import Clock
-    from mockoai import guard
-    from mockoai.guard import HeaderDeadlines
+    from mockoai.wire import guard
+    from mockoai.wire.guard import HeaderDeadlines
 
     def rss():
         with open("/proc/self/status") as f:

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import validate
-from mockoai.config import load_settings
-from mockoai.errors import APIError
-from mockoai.guard import HeaderDeadlines
+from mockoai.ops.config import load_settings
+from mockoai.pipeline import validate
+from mockoai.pipeline.errors import APIError
+from mockoai.wire.guard import HeaderDeadlines
 from tests.optional import STACKS
 from tests.support import (
     EPOCH,
@@ -260,7 +260,7 @@ class HeaderDeadlineTests(SynchronousTestCase):
         self.assertEqual(waiter.timed_out, 0)
 
     def test_abandoned_heads_trim_the_heap_once_none_wait(self) -> None:
-        from mockoai import guard
+        from mockoai.wire import guard
 
         trims: list[bool] = []
         self.patch(guard, "TRIM_AFTER", 3)

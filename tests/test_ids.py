@@ -6,7 +6,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.ids import IdMaker, _base62
+from mockoai.pipeline.ids import IdMaker, _base62
 
 COMPLETION = re.compile(r"^[A-Za-z0-9]{29}$")
 REQUEST = re.compile(rb"^req_[0-9a-f]{32}$")

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import latency
-from mockoai.latency import Distribution, LatencyModel, constant, parse
+from mockoai.sim import latency
+from mockoai.sim.latency import Distribution, LatencyModel, constant, parse
 from tests.optional import needs_scipy, stats
 
 

@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import limits
-from mockoai.limits import (
+from mockoai.pipeline import limits
+from mockoai.pipeline.limits import (
     ANONYMOUS,
     UNLIMITED,
     BucketMap,

@@ -19,11 +19,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mockoai import metrics
-from mockoai.latency import constant
-from mockoai.observe import RequestCounts, endpoint_label
-from mockoai.siblings import Siblings
-from mockoai.stats import Histogram, Stats
+from mockoai.ops import metrics
+from mockoai.ops.observe import RequestCounts, endpoint_label
+from mockoai.ops.siblings import Siblings
+from mockoai.ops.stats import Histogram, Stats
+from mockoai.sim.latency import constant
 from tests.support import Client, TwistdProcess, make_service, sse_json
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

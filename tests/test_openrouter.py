@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mockoai import tokens
-from mockoai.config import (
+from mockoai.dialects.openrouter.stream import COMMENT
+from mockoai.ops.config import (
     DEFAULT_MODELS,
     DEFAULT_PROVIDERS,
     ConfigError,
@@ -31,7 +31,7 @@ from mockoai.config import (
     ProviderSpec,
     load_settings,
 )
-from mockoai.openrouter.stream import COMMENT
+from mockoai.sim import tokens
 from tests.optional import needs_openai, openai
 from tests.spec import validate
 from tests.support import (
@@ -1011,7 +1011,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(s.openrouter_providers[1].slug, "deep-infra")
         self.assertIn(
             "openrouter_providers=OpenAI,Deep Infra:price=0.5:latency=250:throughput=90",
-            __import__("mockoai.config").config.describe(s),
+            __import__("mockoai.ops.config").ops.config.describe(s),
         )
         self.assertEqual(
             self.error({"openrouter_providers": "A,a"}),

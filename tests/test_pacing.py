@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.pacing import Pacer
+from mockoai.sim.pacing import Pacer
 
 
 def advance_to(clock: Clock, when: float) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.latency import constant
-from mockoai.outcome import Outcome
-from mockoai.requestlog import RequestLog, mask, worker_path
+from mockoai.ops.requestlog import RequestLog, mask, worker_path
+from mockoai.pipeline.outcome import Outcome
+from mockoai.sim.latency import constant
 from tests.support import EPOCH, Client, TwistdProcess, make_service
 
 FIELDS = {
@@ -209,7 +209,7 @@ class RotationTests(SynchronousTestCase):
         directory = _tempdir(self)
         path = os.path.join(directory, "r.jsonl")
         log = RequestLog(path, Clock())
-        from mockoai import requestlog
+        from mockoai.ops import requestlog
 
         for n in range(requestlog.FLUSH_LINES):
             log.add(_FakeRequest(n), 204, "/health", None)

@@ -1,9 +1,9 @@
 """
 Every endpoint through the production request path, in memory.
 
-Requests go through L{mockoai.site.MockSite}'s protocol (the HTTP/1.1 stack
+Requests go through L{mockoai.wire.site.MockSite}'s protocol (the HTTP/1.1 stack
 the server would pick, and twisted.web's as well), its request handling and
-the L{mockoai.dispatch.Router}, over a L{twisted.internet.testing.StringTransport}
+the L{mockoai.wire.dispatch.Router}, over a L{twisted.internet.testing.StringTransport}
 and a L{twisted.internet.task.Clock}: no sockets, no sleeps.  Every body and
 every stream event is validated against OpenAI's official schemas.
 """
@@ -19,9 +19,9 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from mockoai import tokens
-from mockoai.config import CHAT, COMPLETIONS, ModelSpec
-from mockoai.service import _FLUSH_TIMEOUT
+from mockoai.ops.config import CHAT, COMPLETIONS, ModelSpec
+from mockoai.ops.service import _FLUSH_TIMEOUT
+from mockoai.sim import tokens
 from tests.spec import validate
 from tests.support import (
     EPOCH,
@@ -44,8 +44,8 @@ CHAT_MODEL = "gpt-4o"
 TEXT_MODEL = "gpt-3.5-turbo-instruct"
 SLASH_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 MODELS = (
-    ModelSpec(CHAT_MODEL, "system", 1715367049, frozenset({CHAT})),
-    ModelSpec(TEXT_MODEL, "system", 1692901427, frozenset({COMPLETIONS})),
+    ModelSpec(CHAT_MODEL, "system", 1715367049, native=frozenset({CHAT})),
+    ModelSpec(TEXT_MODEL, "system", 1692901427, native=frozenset({COMPLETIONS})),
     ModelSpec(SLASH_MODEL, "meta-llama"),
 )
 MESSAGES = [
@@ -352,6 +352,12 @@ class ChatCompletionTests(RouteTestCase):
         )
 
     def test_completions_model_on_chat(self) -> None:
+        """Every model answers on both endpoints by default, as on vLLM."""
+        body = self.chat_answer(model=TEXT_MODEL)
+        self.assertEqual(body["model"], TEXT_MODEL)
+
+    def test_completions_model_on_chat_strict(self) -> None:
+        self.use(strict_endpoints=True)
         response = self.client.post("/v1/chat/completions", chat(model=TEXT_MODEL))
         error = self.check_error(response, 404, param="model")
         self.assertIn("v1/completions", error["message"])
@@ -530,9 +536,24 @@ class CompletionTests(RouteTestCase):
         self.assertEqual(sent, 25)
 
     def test_chat_model_on_completions(self) -> None:
+        """What guidellm, aiperf and inference-perf do: gpt-4o, the first listed, on both."""
+        body = self.text_answer(model=CHAT_MODEL)
+        self.assertEqual(body["model"], CHAT_MODEL)
+
+    def test_chat_model_on_completions_strict(self) -> None:
+        self.use(strict_endpoints=True)
         response = self.client.post("/v1/completions", completion(model=CHAT_MODEL))
         error = self.check_error(response, 404, param="model")
-        self.assertIn("v1/chat/completions", error["message"])
+        self.assertEqual(
+            error["message"],
+            "This is a chat model and not supported in the v1/completions endpoint. "
+            "Did you mean to use v1/chat/completions?",
+        )
+
+    def test_profile_endpoints_restrict_without_strict(self) -> None:
+        self.use(models=(ModelSpec("chat-only", endpoints=frozenset({"chat"})),))
+        response = self.client.post("/v1/completions", completion(model="chat-only"))
+        self.check_error(response, 404, param="model")
 
     def test_unknown_model(self) -> None:
         response = self.client.post("/v1/completions", completion(model="davinci-004"))
@@ -1118,7 +1139,7 @@ class KleinResourceTests(RouteTestCase):
             ("PUT", "/v1/models", None),
             ("POST", "/v1/chat/completions", b"{"),
             ("POST", "/v1/chat/completions", chat(n=0)),
-            ("POST", "/v1/completions", completion(model=CHAT_MODEL)),
+            ("POST", "/v1/completions", completion(model="nope")),
         ]
         for method, path, body in cases:
             code, headers, content = self.klein(method, path, body)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.stats import (
+from mockoai.ops.stats import (
     OTHER,
     Histogram,
     ModelStats,

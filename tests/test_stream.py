@@ -16,16 +16,16 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import corpus
-from mockoai.config import Settings
-from mockoai.corpus import Corpus, unescape
-from mockoai.engine import Engine, EngineConfig
-from mockoai.latency import LatencyModel, constant
-from mockoai.pacing import Pacer
-from mockoai.render import Renderer
-from mockoai.sampling import STOP, Plan, Planner
-from mockoai.stream import StreamProducer, delayed
-from mockoai.validate import GenerationRequest
+from mockoai.dialects.openai.render import Renderer
+from mockoai.ops.config import Settings
+from mockoai.pipeline.stream import StreamProducer, delayed
+from mockoai.pipeline.validate import GenerationRequest
+from mockoai.sim import corpus
+from mockoai.sim.corpus import Corpus, unescape
+from mockoai.sim.engine import Engine, EngineConfig
+from mockoai.sim.latency import LatencyModel, constant
+from mockoai.sim.pacing import Pacer
+from mockoai.sim.sampling import STOP, Plan, Planner
 
 MODEL = "test/model-1"
 FINGERPRINT = "fp_test"

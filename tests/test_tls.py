@@ -39,8 +39,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from mockoai.http2 import AlpnFactory, H2Channel, factory_for, is_tls
-from mockoai.service import MockoaiService
+from mockoai.ops.service import MockoaiService
+from mockoai.wire.http2 import AlpnFactory, H2Channel, factory_for, is_tls
 from tests.support import (
     TwistdProcess,
     make_service,

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import corpus, tokens
-from mockoai.tokens import (
+from mockoai.sim import corpus, tokens
+from mockoai.sim.tokens import (
     IMAGE_TOKENS,
     REPLY_PRIMING,
     TOKEN,

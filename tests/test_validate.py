@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai import errors, tokens, validate
-from mockoai.config import CHAT, COMPLETIONS
-from mockoai.validate import GenerationRequest
+from mockoai.ops.config import CHAT, COMPLETIONS
+from mockoai.pipeline import errors, validate
+from mockoai.pipeline.validate import GenerationRequest
+from mockoai.sim import tokens
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 

@@ -15,8 +15,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.service import BACKLOG, with_backlog
-from mockoai.workers import reuseport_endpoint
+from mockoai.ops.service import BACKLOG, with_backlog
+from mockoai.ops.workers import reuseport_endpoint
 from tests.support import TwistdProcess, run_twistd
 
 

@@ -1,10 +1,10 @@
-"""The ``twistd mockoai`` plugin: all logic lives in L{mockoai.tap}."""
+"""The ``twistd mockoai`` plugin: all logic lives in L{mockoai.ops.tap}."""
 
 from twisted.application.service import ServiceMaker
 
 mockoai = ServiceMaker(
     "mockoai",
-    "mockoai.tap",
+    "mockoai.ops.tap",
     "A mock OpenAI-compatible API server (chat, completions, models; SSE streaming).",
     "mockoai",
 )

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+The one hook at the end of every request: counted per endpoint, model and
+status for /metrics, and handed to the request log when there is one.
+
+The site calls L{Observer.finished} once per request, from either HTTP
+stack, whether the answer went out or the client left first.  The cost
+when the request log is off is a dict lookup and an increment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from mockoai.ops.stats import OTHER
+from mockoai.pipeline.outcome import Outcome
+
+#: The status of a request whose client left before anything was sent
+#: (nginx's "client closed request").
+CLIENT_CLOSED = 499
+#: Distinct (endpoint, model, status) series kept; beyond, the model is OTHER.
+MAX_SERIES = 4096
+
+#: Paths served as themselves; parametrised ones get a template (see label).
+_EXACT = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/api/v1/chat/completions",
+    "/api/v1/completions",
+    "/api/v1/models",
+    "/api/v1/generation",
+    "/api/v1/key",
+    "/api/v1/auth/key",
+    "/api/v1/credits",
+    "/health",
+    "/stats",
+    "/metrics",
+)
+_LABELS = {path.encode(): path for path in _EXACT}
+
+
+def endpoint_label(path: bytes) -> str:
+    """The route a path belongs to, as a bounded label (``other`` for unknown paths)."""
+    label = _LABELS.get(path)
+    if label is not None:
+        return label
+    if path.startswith(b"/v1/models/"):
+        return "/v1/models/{model}"
+    if path.startswith(b"/api/v1/models/"):
+        if path.endswith(b"/endpoints"):
+            return "/api/v1/models/{model}/endpoints"
+        return "/api/v1/models/{model}"
+    return "other"
+
+
+class RequestCounts:
+    """Finished requests per (endpoint, model, status): plain ints in a dict."""
+
+    def __init__(self, max_series: int = MAX_SERIES) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.max_series = max_series
+
+    def add(self, endpoint: str, model: str, status: int) -> None:
+        counts = self.counts
+        key = (endpoint, model, status)
+        n = counts.get(key)
+        if n is None and len(counts) >= self.max_series:
+            key = (endpoint, OTHER, status)
+            n = counts.get(key)
+        counts[key] = (n or 0) + 1
+
+    def state(self) -> list[tuple[str, str, int, int]]:
+        return [(e, m, s, n) for (e, m, s), n in self.counts.items()]
+
+    def load(self, state: list[Any]) -> RequestCounts:
+        counts = self.counts
+        for endpoint, model, status, n in state:
+            key = (endpoint, model, status)
+            counts[key] = counts.get(key, 0) + n
+        return self
+
+
+class Sink(Protocol):
+    """Where finished requests go besides the counts (the request log)."""
+
+    def add(self, request: Any, status: int, endpoint: str, outcome: Outcome | None) -> None: ...
+
+
+class Observer:
+    """Sees every request end once; counts it, and logs it if asked."""
+
+    def __init__(self, counts: RequestCounts, log: Sink | None = None) -> None:
+        self.counts = counts
+        self.log = log
+
+    def finished(self, request: Any, lost: bool = False) -> None:
+        outcome: Outcome | None = getattr(request, "outcome", None)
+        status = request.code
+        if lost and not _started(request):
+            status = CLIENT_CLOSED
+        endpoint = endpoint_label(request.path)
+        self.counts.add(endpoint, outcome.model if outcome is not None else "", status)
+        if self.log is not None:
+            self.log.add(request, status, endpoint, outcome)
+
+
+def _started(request: Any) -> bool:
+    """Whether the response had begun (lean stack: started; twisted.web: startedWriting)."""
+    started = getattr(request, "started", None)
+    if started is None:
+        started = getattr(request, "startedWriting", False)
+    return bool(started)

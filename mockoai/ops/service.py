@@ -1,0 +1,308 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The service tree, assembled in one place: core, routes, site, listeners,
+and the shutdown drain.
+
+    MockoaiService (drains on stop)
+      +- strports service per --listen endpoint -> MockSite -> Router -> MockOAI routes
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mockoai import __version__
+from mockoai.ops.config import Settings, describe
+from mockoai.ops.observe import Observer
+from mockoai.ops.requestlog import RequestLog, worker_path
+from mockoai.ops.siblings import Siblings
+from mockoai.ops.workers import ReusePortService
+from mockoai.routes import MockOAI
+from mockoai.sim.core import Core
+from mockoai.wire import cors
+from mockoai.wire.dispatch import Router
+from mockoai.wire.guard import HttpLimits
+from mockoai.wire.heap import HEAP
+from mockoai.wire.http2 import factory_for
+from mockoai.wire.site import MockSite
+
+_log = Logger(namespace="mockoai")
+
+#: The cyclic GC's thresholds once serving (CPython's are 700, 10, 10).  The
+#: request path leaves no cycles (streams are freed by refcounting), yet the
+#: GC runs on allocation counts alone: under 800 paced streams the defaults
+#: paused the reactor up to 14 ms (gen 0), 32 ms (gen 1) and 24 ms (gen 2)
+#: within 10 s; with these, not once.  Cycles from errors (tracebacks) are
+#: still collected young, after 10,000 net allocations.
+GC_THRESHOLDS = (10_000, 20, 100)
+
+
+class MockoaiService(MultiService):
+    """Owns the site; on stop, drains in-flight requests within the grace period."""
+
+    def __init__(
+        self, settings: Settings, core: Core, api: MockOAI, site: MockSite, clock: Any
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.core = core
+        self.api = api
+        self.site = site
+        self.clock = clock
+        #: --request-log: closed (flushed) once the drain is over.
+        self.request_log: RequestLog | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        corpus = self.core.corpus
+        settings = self.settings
+        _log.info(
+            "mockoai {version} listening on {endpoints}",
+            version=__version__,
+            endpoints=", ".join(settings.listen),
+        )
+        _log.info(
+            "models: {models}{any}",
+            models=", ".join(m.id for m in settings.models),
+            any=" (and any other name: --any-model)" if settings.any_model else "",
+        )
+        _log.info(
+            "corpus: {articles} articles, {tokens} tokens, {size:.1f} MB, built in {secs:.2f} s",
+            articles=corpus.articles,
+            tokens=corpus.tokens,
+            size=len(corpus.data) / 1e6,
+            secs=corpus.build_seconds,
+        )
+        _log.info("config: {config}", config=describe(settings))
+        settle_heap()
+        _log.info("ready in {secs:.2f} s, RSS {rss:.1f} MB", secs=process_age(), rss=rss_mb())
+
+    def stopService(self) -> Deferred[Any]:
+        site = self.site
+        site.draining = self.api.draining = True
+        _log.info(
+            "draining {n} in-flight request(s), grace period {grace:g} s",
+            n=site.active,
+            grace=self.settings.grace_period,
+        )
+        stopped_listening = super().stopService()
+        for channel in list(site.channels):
+            if not channel.busy:
+                _close(channel)
+
+        drained: Deferred[None] = Deferred()
+        timer = self.clock.callLater(self.settings.grace_period, _fire, drained)
+
+        def finished() -> None:
+            if timer.active():
+                timer.cancel()
+            _fire(drained)
+
+        site.when_idle(finished)
+
+        def close_rest(_: object) -> Deferred[None]:
+            left = [c for c in site.channels if c.busy]
+            if left:
+                _log.warn("grace period over: closing {n} connection(s)", n=len(left))
+            for channel in list(site.channels):
+                if channel.busy:
+                    channel.transport.abortConnection()
+                else:
+                    # Answered in full: close once the last bytes (a stream's
+                    # [DONE]) are sent; an abort would drop what is buffered.
+                    _close(channel)
+            for pacer in self.core.pacers():
+                pacer.stop()
+            site.header_deadlines.stop()
+            closed: Deferred[None] = Deferred()
+            _when_closed(self.clock, site, closed, self.clock.seconds() + _FLUSH_TIMEOUT)
+            return closed
+
+        def stopped(_: object) -> None:
+            clean_exit(self.clock)
+            if self.request_log is not None:
+                self.request_log.close()
+            for line in self.core.stats.summary_lines():
+                _log.info("{line}", line=line)
+            _log.info("stopped")
+
+        drained.addCallback(close_rest)
+        drained.addCallback(stopped)
+        return gatherResults([stopped_listening, drained])
+
+
+def clean_exit(reactor: object) -> None:
+    """
+    A drained shutdown is a success: exit with status 0.  twistd otherwise
+    re-raises the stopping signal at exit (status -15), which init systems
+    and CI runners read as a crash.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
+
+
+#: Seconds closed connections get to flush their last bytes at shutdown.
+_FLUSH_TIMEOUT = 1.0
+
+
+def _when_closed(clock: Any, site: MockSite, closed: Deferred[None], deadline: float) -> None:
+    """
+    Fire ``closed`` once every connection is gone (the reactor would cut off
+    unsent data when it shuts down), aborting stragglers at ``deadline``.
+    """
+    if site.channels and clock.seconds() < deadline:
+        clock.callLater(0.01, _when_closed, clock, site, closed, deadline)
+        return
+    for channel in list(site.channels):
+        channel.transport.abortConnection()
+    closed.callback(None)
+
+
+def _close(channel: Any) -> None:
+    """Close once what is answered is sent (HTTP/2 says GOAWAY and waits for its streams)."""
+    close = getattr(channel, "close_gracefully", None)
+    if close is not None:
+        close()
+    else:
+        channel.transport.loseConnection()
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)
+
+
+def build(
+    settings: Settings,
+    reactor: IReactorTime | None = None,
+    reuseport: bool = False,
+    worker: int | None = None,
+    run_dir: str | None = None,
+) -> MockoaiService:
+    """
+    The whole object graph for ``settings``; ``reuseport`` when this is one
+    of several --workers sharing the TCP ports (``worker`` is its index,
+    ``run_dir`` where the workers find each other).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    assert reactor is not None
+    core = Core(settings, reactor)
+    api = MockOAI(core)
+    site = MockSite(
+        api.app.resource(),  # type: ignore[arg-type]
+        Router(api.app),
+        reactor,
+        core.ids,
+        settings.max_body_size,
+        settings.idle_timeout,
+        settings.access_log,
+        lean=_use_lean(settings.http),
+        max_connections=settings.max_connections,
+        http_limits=HttpLimits.from_settings(settings),
+    )
+    site.auth = core.auth
+    site.cors = cors.from_settings(settings)
+    top = MockoaiService(settings, core, api, site, reactor)
+    _observe(top, worker, run_dir)
+    for description in map(with_backlog, settings.listen):
+        if reuseport:
+            ReusePortService(description, site, reactor).setServiceParent(top)
+        else:
+            factory = factory_for(description, site, settings.http2)
+            strports.service(description, factory).setServiceParent(top)
+    return top
+
+
+#: Listen backlog unless an endpoint string sets one.  Twisted's default, 50,
+#: makes the kernel drop SYNs when a load tool opens hundreds of connections at
+#: once; the client retries after 1, 3, 7 s, which skews every first request.
+BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=`` added for TCP and TLS listeners that lack one."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
+
+
+def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> None:
+    """The finish hook, the request log, and (with --workers) the siblings' numbers."""
+    settings, metrics, clock = top.settings, top.api.metrics, top.clock
+    metrics.site = top.site
+    if settings.request_log:
+        top.request_log = RequestLog(
+            worker_path(settings.request_log, worker),
+            clock,
+            settings.request_log_max_size,
+            settings.request_log_files,
+        )
+        top.request_log.setServiceParent(top)
+    top.site.observer = Observer(metrics.counts, top.request_log)
+    if run_dir is not None and worker is not None:
+        metrics.siblings = Siblings(clock, run_dir, worker, metrics.state)
+        metrics.siblings.setServiceParent(top)
+
+
+def _use_lean(choice: str) -> bool:
+    """The httptools stack, unless asked not to or not installed (PyPy)."""
+    if choice != "auto":
+        return choice == "lean"
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def settle_heap() -> None:
+    """
+    Ready to serve: everything allocated so far lives until exit, so keep
+    the cyclic GC from walking it on every collection (it drives the latency
+    tail), collect less often from now on, and hand the corpus build's freed
+    scratch memory back to the OS (glibc keeps ~17 MB of it otherwise).
+    """
+    gc.collect()
+    if hasattr(gc, "freeze"):  # CPython; PyPy's GC has no such need
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+    HEAP.trim()
+
+
+def rss_mb() -> float:
+    """Resident set size now, from /proc (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up included)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            up = float(uptime.read().split()[0])
+        return up - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.process_time()

@@ -1,0 +1,426 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+Writing an answer out over time: the SSE producer, and the timed
+non-streaming reply.
+
+Every event waits for a token: the role chunk and the first content chunk
+for the first, each content chunk for its last, the finish chunk for the
+choice's last.  What "token t is out" means depends on the model: with no
+engine, token ``t`` is out at ``timing.at(t)`` after the request arrived and
+the model's shared L{Pacer} wakes the stream then (never a timer of its
+own); with an L{Engine}, the engine says when, step by step.  Streams are
+C{IPushProducer}s: a slow reader pauses them (what falls due meanwhile goes
+out together on resume), and a disconnect stops them at once -- and frees
+their place in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from mockoai.dialects.openai.render import EventStream, Pieces
+from mockoai.ops.stats import ModelStats, Recorder
+from mockoai.pipeline.errors import APIError
+from mockoai.sim.engine import DONE, Engine, Sequence
+from mockoai.sim.pacing import Pacer, Waiter
+from mockoai.sim.sampling import ChoicePlan, Plan
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, Request
+
+#: Where answers nobody asked to count are counted.
+_UNCOUNTED = ModelStats()
+
+#: Pieces buffered before a write, so an unpaced stream still yields to the
+#: transport's back-pressure every few dozen events.
+_WRITE_BATCH = 384
+
+Emit = Callable[[int], Pieces]
+
+
+class Timeline:
+    """
+    The events of an answer, in order: event ``k`` waits until ``needs[k]``
+    tokens are out, and ``emit(k)`` renders it.
+
+    Lists walked by index, not a generator of closures: no generator step
+    and no new lambda per event on the paced hot path.  ``needs`` may be cut
+    short while the stream runs (an OpenRouter stream that fails mid-way ends
+    after its error event).
+    """
+
+    __slots__ = ("emit", "needs")
+
+    def __init__(self, needs: list[int], emit: Emit) -> None:
+        self.needs = needs
+        self.emit = emit
+
+
+def token_timeline(plan: Plan, events: EventStream) -> Timeline:
+    """Every event of the answer with the number of tokens it waits for."""
+    if len(plan.choices) == 1:
+        return _choice_timeline(plan.choices[0], events)
+    return _merged([_choice_timeline(choice, events) for choice in plan.choices])
+
+
+def _merged(timelines: list[Timeline]) -> Timeline:
+    """Several choices' events in one order: by need, then choice, then position."""
+    order = sorted(
+        (need, index, k)
+        for index, timeline in enumerate(timelines)
+        for k, need in enumerate(timeline.needs)
+    )
+    emits = [timeline.emit for timeline in timelines]
+
+    def emit(k: int) -> Pieces:
+        _, index, position = order[k]
+        return emits[index](position)
+
+    return Timeline([need for need, _, _ in order], emit)
+
+
+def _choice_timeline(choice: ChoicePlan, events: EventStream) -> Timeline:
+    """One choice: its opening, one event per content slice, its finish."""
+    counts = choice.counts
+    # A choice cut to nothing by a stop string still waits for its first token.
+    first, last = (counts[0], counts[-1]) if counts else (1, 1)
+    contents = len(counts)
+    content = events.content
+
+    def emit(k: int) -> Pieces:
+        if 0 < k <= contents:
+            return content(choice, k - 1)
+        return events.opening(choice) if k == 0 else events.finish(choice)
+
+    return Timeline([first, *counts, last], emit)
+
+
+def _nothing() -> None:
+    pass
+
+
+#: What a finished stream holds instead of its waiter.
+_SPENT = Waiter(0.0, 0, _nothing)
+_SPENT.active = False
+
+
+@implementer(IPushProducer)
+class StreamProducer:
+    """Writes one SSE answer to one request, as its tokens come out."""
+
+    def __init__(
+        self,
+        request: Request,
+        plan: Plan,
+        events: EventStream,
+        pacer: Pacer,
+        engine: Engine | None = None,
+        stats: Recorder | None = None,
+    ) -> None:
+        self.request = request
+        self.plan = plan
+        self.stats: Recorder = stats or _UNCOUNTED
+        self._sent = 0
+        self._last_write = 0.0
+        self.events = events
+        self.pacer = pacer
+        self.engine = engine
+        self.clock: Clock = pacer.clock
+        self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
+        self._timeline = self.timeline()
+        #: The next event of the timeline to send.
+        self._k = 0
+        # One waiter, re-armed for each event (inactive until then).
+        self._waiter = Waiter(0.0, 0, self._run)
+        self._waiter.active = False
+        self._sequence: Sequence | None = None
+        self._produced = 0
+        self._started = False
+        self._paused = False
+        self._stopped = False
+        self._t0 = 0.0
+
+    def timeline(self) -> Timeline:
+        """The events to send, each with the tokens that must be out first."""
+        return token_timeline(self.plan, self.events)
+
+    def release(self) -> None:
+        """Give up this stream's place in its engine now, not when its plan ends."""
+        if self.engine is not None and self._sequence is not None:
+            self.engine.cancel(self._sequence)
+            self._sequence = None
+
+    def start(self) -> Deferred[None]:
+        """
+        Queue in the engine (raising the L{APIError} of a refusal before
+        anything is sent), or start at once; the headers go out on admission.
+        """
+        self._t0 = self.clock.seconds()
+        request = self.request
+        request.registerProducer(self, True)
+        if self.engine is not None:
+            sequence = Sequence(
+                self, len(self.plan.choices), self.plan.tokens, self.plan.prompt_tokens
+            )
+            try:
+                self.engine.submit(sequence)
+            except APIError:
+                request.unregisterProducer()
+                self._stopped = True
+                self._unlink()
+                raise
+            self._sequence = sequence
+        else:
+            self.admitted()
+        if not self._stopped:
+            request.notifyFinish().addErrback(self._lost)
+        return self.done
+
+    # engine listener
+
+    def admitted(self) -> None:
+        if self.engine is not None:
+            self.stats.queued(self.clock.seconds() - self._t0)
+        self._started = True
+        self.request.write(b"")  # headers go out now, as OpenAI's do
+        if self.engine is None:
+            self._run()
+
+    def advanced(self, produced: int) -> None:
+        self._produced = produced
+        self._run()
+
+    def failed(self, error: APIError) -> None:
+        """Queued too long: nothing was sent yet, so answer with the error."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._unlink()
+        self.stats.reject(error.status, error.code)
+        request = self.request
+        request.setResponseCode(error.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        for name, value in error.headers:
+            request.setHeader(name, value)
+        body = error.body()
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.unregisterProducer()
+        request.write(body)
+        request.finish()
+        self.done.callback(None)
+
+    def _run(self) -> None:
+        if self._paused or self._stopped or not self._started:
+            return
+        # Absolute times, compared exactly as the Pacer compares them: with
+        # ``(t0 + due) - t0 < due`` in floats, a relative test could find an
+        # event the Pacer just ran "not yet due" and re-arm it forever.
+        paced = self.engine is None
+        now = self.clock.seconds() + self.pacer.slack
+        at = self.plan.timing.at
+        t0 = self._t0
+        produced = self._produced
+        timeline = self._timeline
+        needs = timeline.needs
+        emit = timeline.emit
+        k = self._k
+        pieces: Pieces = []
+        while k < len(needs):
+            need = needs[k]
+            if (t0 + at(need - 1) > now) if paced else (need > produced):
+                break
+            pieces += emit(k)
+            k += 1
+            if len(pieces) >= _WRITE_BATCH:
+                self._k = k
+                self._write(pieces)
+                pieces = []
+                if self._paused or self._stopped:
+                    return
+        self._k = k
+        self._write(pieces)
+        if k == len(needs):
+            self._finish()
+        elif paced and not (self._paused or self._stopped):
+            self.pacer.schedule(self._waiter, t0 + at(need - 1))
+
+    def _write(self, pieces: Pieces) -> None:
+        if pieces and not self._stopped:
+            self.request.write(b"".join(pieces))
+            sent = self.events.sent
+            if sent > self._sent:
+                # What the client sees: time to the first token, then the gap
+                # per token between writes (k tokens in a write share its gap).
+                now = self.clock.seconds()
+                if not self._sent:
+                    self.stats.first_token(now - self._t0)
+                else:
+                    k = sent - self._sent
+                    self.stats.itl.record((now - self._last_write) / k, k)
+                self._sent = sent
+                self._last_write = now
+
+    def _finish(self) -> None:
+        if self._stopped:
+            return
+        request = self.request
+        request.write(b"".join(self.events.closing()))
+        plan = self.plan
+        self.stats.completed(
+            self.clock.seconds() - self._t0,
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=plan.completion_tokens,
+            choices=plan.choices,
+        )
+        self._stopped = True
+        self._unlink()
+        request.unregisterProducer()
+        request.finish()
+        self.done.callback(None)
+
+    def _unlink(self) -> None:
+        """
+        Let go of this stream's waiter, which holds ``self._run``: a cycle
+        that left every finished stream (~26 objects) to the cyclic GC, whose
+        gen-2 passes then stalled a thousand live streams for ~150 ms each.
+        (``done`` needs nothing: a Deferred drops its canceller when it fires.)
+        """
+        self.pacer.cancel(self._waiter)
+        self._waiter = _SPENT
+        sequence = self._sequence
+        if sequence is not None and sequence.state == DONE:
+            self._sequence = None  # it holds this stream as its listener
+
+    def _lost(self, reason: Failure) -> None:
+        self.stopProducing()
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self.pacer.cancel(self._waiter)
+
+    def resumeProducing(self) -> None:
+        if self._paused and not self._stopped:
+            self._paused = False
+            self._run()
+
+    def stopProducing(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stats.cancel(self.events.sent)
+        self._unlink()
+        self.release()
+        if not self.done.called:
+            self.done.callback(None)
+
+
+def completed(
+    engine: Engine, plan: Plan, render: Callable[[], bytes], stats: Recorder | None = None
+) -> Deferred[bytes]:
+    """A non-streaming body, released when the engine has produced it all."""
+    sequence: Sequence | None = None
+
+    def cancel(d: Deferred[bytes]) -> None:
+        if sequence is not None:
+            engine.cancel(sequence)
+        (stats or _UNCOUNTED).cancel()
+
+    d: Deferred[bytes] = Deferred(cancel)
+    listener = _Completion(d, plan, render, engine.clock, stats or _UNCOUNTED)
+    sequence = Sequence(listener, len(plan.choices), plan.tokens, plan.prompt_tokens)
+    engine.submit(sequence)
+    return d
+
+
+class _Completion:
+    """Engine listener for a non-streaming answer."""
+
+    def __init__(
+        self,
+        d: Deferred[bytes],
+        plan: Plan,
+        render: Callable[[], bytes],
+        clock: Clock,
+        stats: Recorder,
+    ) -> None:
+        self.d = d
+        self.plan = plan
+        self.tokens = max(plan.tokens, 1)
+        self.render = render
+        self.clock = clock
+        self.stats = stats
+        self.t0 = clock.seconds()
+        self.queued = 0.0
+        self.first = 0.0
+
+    def admitted(self) -> None:
+        self.queued = self.clock.seconds() - self.t0
+
+    def advanced(self, produced: int) -> None:
+        now = self.clock.seconds() - self.t0
+        if produced == 1:
+            self.first = now
+        if produced >= self.tokens and not self.d.called:
+            _record(self.stats, self.plan, now, self.first, self.queued)
+            self.d.callback(self.render())
+
+    def failed(self, error: APIError) -> None:
+        if not self.d.called:
+            self.stats.reject(error.status, error.code)
+            self.d.errback(error)
+
+
+def _record(stats: Recorder, plan: Plan, e2e: float, ttft: float, queued: float) -> None:
+    """A plain answer's latencies, as the engine or the timing made them."""
+    stats.completed(
+        e2e,
+        ttft=ttft,
+        queue=queued,
+        prompt_tokens=plan.prompt_tokens,
+        completion_tokens=plan.completion_tokens,
+        choices=plan.choices,
+    )
+    if plan.tokens > 1:
+        stats.itl.record((e2e - ttft) / (plan.tokens - 1), plan.tokens - 1)
+
+
+def delayed(
+    pacer: Pacer,
+    delay: float,
+    render: Callable[[], bytes],
+    stats: Recorder | None = None,
+    plan: Plan | None = None,
+) -> bytes | Deferred[bytes]:
+    """A non-streaming body, rendered and released after ``delay`` seconds."""
+
+    def done() -> bytes:
+        if stats is not None and plan is not None:
+            _record(stats, plan, delay, plan.ttft, 0.0)
+        return render()
+
+    if delay <= 0:
+        return done()
+    waiter: Waiter | None = None
+
+    def cancel(d: Deferred[bytes]) -> None:
+        if waiter is not None:
+            pacer.cancel(waiter)
+        if stats is not None:
+            stats.cancel()
+
+    d: Deferred[bytes] = Deferred(cancel)
+
+    def fire() -> None:
+        if not d.called:
+            d.callback(done())
+
+    waiter = pacer.after(delay, fire)
+    return d

@@ -1,0 +1,404 @@
+# -*- test-case-name: tests.test_validate -*-
+"""
+Turn a request body into a typed L{GenerationRequest}, or raise the
+L{APIError} OpenAI would send for it.
+
+This is the only place that looks at the JSON.  Both endpoints (and both
+wire dialects) produce the same protocol-agnostic object, so everything
+after validation -- planning, pacing, rendering -- never sees a dict.
+Unknown fields are tolerated, as vLLM and OpenRouter tolerate them:
+benchmark tools send many engine-specific extras.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import ujson
+
+from mockoai.ops.config import CHAT, COMPLETIONS
+from mockoai.pipeline import errors
+from mockoai.sim import tokens
+
+ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+MAX_N = 128
+MAX_STOP = 4
+
+
+@attrs.define(slots=True)
+class GenerationRequest:
+    """What to generate, independent of endpoint and wire format."""
+
+    kind: str
+    model: str
+    prompt_tokens: int
+    max_tokens: int | None = None
+    max_tokens_param: str = "max_tokens"
+    n: int = 1
+    prompts: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    continuous_usage: bool = False
+    include_obfuscation: bool = True
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    echo: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class InputLimits:
+    """
+    What a request body may hold (the hostile-input settings): nesting
+    depth, chat messages, characters per string and in all, and ``n``.
+    """
+
+    max_json_depth: int = 64
+    max_messages: int = 2048
+    max_string_length: int = 10_485_760
+    max_prompt_chars: int = 0  # 0: only the body size bounds it
+    max_n: int = MAX_N
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> InputLimits:
+        return cls(
+            settings.max_json_depth,
+            settings.max_messages,
+            settings.max_string_length,
+            settings.max_prompt_chars,
+            settings.max_n,
+        )
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
+def parse_body(body: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> dict[str, object]:
+    """
+    The JSON object in ``body``, parsed strictly: ujson takes ``NaN`` and
+    ``Infinity``, which are not JSON, and nests up to 1,024 levels, deeper
+    than the validators' recursion can go; both are refused as unparseable,
+    as OpenAI refuses them.  The checks cost two byte scans unless a body
+    has more brackets than ``max_depth`` or spells one of those words.
+    """
+    try:
+        data = ujson.loads(body)
+    except (ValueError, OverflowError):
+        raise errors.invalid_json() from None
+    if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(data, max_depth):
+        raise errors.invalid_json()
+    if (b"NaN" in body or b"Infinity" in body) and _not_finite(body):
+        raise errors.invalid_json()
+    if not isinstance(data, dict):
+        raise errors.not_an_object(data)
+    return data
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep (no recursion)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        for child in children:  # type: ignore[attr-defined]
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _not_finite(body: bytes) -> bool:
+    """Whether ``NaN``/``Infinity`` appear as values (not inside strings)."""
+    try:
+        json.loads(body, parse_constant=_reject_constant, strict=False)
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+def _optional_int(
+    body: dict[str, object], name: str, low: int, high: int | None = None
+) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise errors.invalid_type(name, "an integer", value)
+    if value < low:
+        raise errors.below_min(name, low, value)
+    if high is not None and value > high:
+        raise errors.above_max(name, high, value)
+    return value
+
+
+def _optional_number(body: dict[str, object], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if type(value) not in (int, float):
+        raise errors.invalid_type(name, "a number", value)
+    assert isinstance(value, (int, float))
+    if value < low:
+        raise errors.below_min(name, low, value, decimal=True)
+    if value > high:
+        raise errors.above_max(name, high, value, decimal=True)
+
+
+def _optional_bool(
+    body: dict[str, object], name: str, default: bool = False, where: str = ""
+) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise errors.invalid_type(where + name, "a boolean", value)
+    return value
+
+
+def _optional_string(body: dict[str, object], name: str) -> None:
+    value = body.get(name)
+    if value is not None and type(value) is not str:
+        raise errors.invalid_type(name, "a string", value)
+
+
+def _stop(body: dict[str, object]) -> tuple[str, ...]:
+    value = body.get("stop")
+    if value is None:
+        return ()
+    if type(value) is str:
+        return (value,) if value else ()
+    if type(value) is not list:
+        raise errors.invalid_type("stop", "a string or an array of strings", value)
+    if len(value) > MAX_STOP:
+        raise errors.array_too_long("stop", MAX_STOP, len(value))
+    for i, item in enumerate(value):
+        if type(item) is not str:
+            raise errors.invalid_type(f"stop[{i}]", "a string", item)
+    return tuple(s for s in value if s)
+
+
+def _common(
+    body: dict[str, object], kind: str, prompt_tokens: int, max_n: int
+) -> GenerationRequest:
+    model = body.get("model")
+    if model is None or model == "":
+        raise errors.missing_model()
+    if type(model) is not str:
+        raise errors.invalid_type("model", "a string", model)
+
+    stream = _optional_bool(body, "stream")
+    include_usage = continuous = False
+    obfuscation = True
+    options = body.get("stream_options")
+    if options is not None:
+        if type(options) is not dict:
+            raise errors.invalid_type("stream_options", "an object", options)
+        if not stream:
+            raise errors.invalid(
+                "stream_options",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            )
+        # Nested fields are named by their full path, as OpenAI names them.
+        where = "stream_options."
+        include_usage = _optional_bool(options, "include_usage", where=where)
+        continuous = _optional_bool(options, "continuous_usage_stats", where=where)
+        obfuscation = _optional_bool(options, "include_obfuscation", True, where)
+
+    n = _optional_int(body, "n", 1, max_n) or 1
+    max_tokens = _optional_int(body, "max_tokens", 1)
+    max_tokens_param = "max_tokens"
+    if kind == CHAT:
+        newer = _optional_int(body, "max_completion_tokens", 1)
+        if newer is not None:
+            max_tokens, max_tokens_param = newer, "max_completion_tokens"
+    min_tokens = _optional_int(body, "min_tokens", 0) or 0
+    if max_tokens is not None and min_tokens > max_tokens:
+        raise errors.invalid(
+            "min_tokens",
+            f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.",
+            code="invalid_value",
+        )
+    seed = body.get("seed")
+    if seed is not None and type(seed) is not int:
+        raise errors.invalid_type("seed", "an integer", seed)
+
+    _optional_number(body, "temperature", 0, 2)
+    _optional_number(body, "top_p", 0, 1)
+    _optional_number(body, "presence_penalty", -2, 2)
+    _optional_number(body, "frequency_penalty", -2, 2)
+    _optional_string(body, "user")
+    logit_bias = body.get("logit_bias")
+    if logit_bias is not None and type(logit_bias) is not dict:
+        raise errors.invalid_type("logit_bias", "an object", logit_bias)
+
+    return GenerationRequest(
+        kind=kind,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        max_tokens_param=max_tokens_param,
+        n=n,
+        stream=stream,
+        include_usage=include_usage,
+        continuous_usage=continuous,
+        include_obfuscation=obfuscation,
+        stop=_stop(body),
+        seed=seed,
+        ignore_eos=_optional_bool(body, "ignore_eos"),
+        min_tokens=min_tokens,
+    )
+
+
+def _string(param: str, value: str, limit: int) -> int:
+    """``len(value)``, or OpenAI's 400 when it is over ``limit``."""
+    length = len(value)
+    if length > limit:
+        raise errors.string_too_long(param, limit, length)
+    return length
+
+
+def _prompt_too_long(param: str, chars: int, limit: int) -> errors.APIError:
+    return errors.invalid(
+        param,
+        f"The prompt is too long: {chars} characters of text, over this server's limit of "
+        f"{limit}. Please reduce the length of the {param}.",
+        code="context_length_exceeded",
+    )
+
+
+def _message(
+    index: int, message: object, max_string: int = DEFAULT_LIMITS.max_string_length
+) -> int:
+    """Check one message; the characters of its text content."""
+    # Parameter names are only spelled out for an error: an f-string per
+    # message was a measurable share of a valid request's validation.
+    if type(message) is not dict:
+        raise errors.invalid_type(f"messages[{index}]", "an object", message)
+    role = message.get("role")
+    if role is None:
+        raise errors.missing(f"messages[{index}].role")
+    if role not in ROLES:
+        raise errors.invalid_value(f"messages[{index}].role", role, ROLES)
+    content = message.get("content")
+    if content is None:
+        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            return 0
+        if role == "assistant" and "content" in message:
+            return 0
+        raise errors.missing(f"messages[{index}].content")
+    chars = 0
+    if type(content) is str:
+        chars = len(content)
+        if chars > max_string:
+            raise errors.string_too_long(f"messages[{index}].content", max_string, chars)
+    elif type(content) is list:
+        where = f"messages[{index}]"
+        for j, part in enumerate(content):
+            if type(part) is not dict:
+                raise errors.invalid_type(f"{where}.content[{j}]", "an object", part)
+            if "type" not in part:
+                raise errors.missing(f"{where}.content[{j}].type")
+            text = part.get("text")
+            if type(text) is str:
+                chars += _string(f"{where}.content[{j}].text", text, max_string)
+    else:
+        raise errors.invalid_type(f"messages[{index}].content", "a string or an array", content)
+    if role == "tool" and "tool_call_id" not in message:
+        raise errors.missing(f"messages[{index}].tool_call_id")
+    return chars
+
+
+def chat(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> GenerationRequest:
+    messages = body.get("messages")
+    if messages is None:
+        raise errors.missing("messages")
+    if type(messages) is not list:
+        raise errors.invalid_type("messages", "an array", messages)
+    if not messages:
+        raise errors.empty_array("messages")
+    if len(messages) > limits.max_messages:
+        raise errors.array_too_long("messages", limits.max_messages, len(messages))
+    max_string = limits.max_string_length
+    chars = 0
+    for i, message in enumerate(messages):
+        chars += _message(i, message, max_string)
+    if limits.max_prompt_chars and chars > limits.max_prompt_chars:
+        raise _prompt_too_long("messages", chars, limits.max_prompt_chars)
+    logprobs = _optional_bool(body, "logprobs")
+    top = _optional_int(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise errors.invalid(
+            "top_logprobs",
+            "Using top_logprobs requires logprobs to be set to true.",
+            "invalid_value",
+        )
+    tools = body.get("tools")
+    if tools is not None and type(tools) is not list:
+        raise errors.invalid_type("tools", "an array", tools)
+    prompt_tokens = tokens.count_messages(messages)
+    if tools:
+        prompt_tokens += tokens.count_value(tools)
+    return _common(body, CHAT, prompt_tokens, limits.max_n)
+
+
+def _prompts(value: object) -> list[str | list[int]]:
+    """The legacy prompt forms: text, texts, token ids, lists of token ids."""
+    if type(value) is str:
+        return [value]
+    if type(value) is list:
+        if not value:
+            raise errors.empty_array("prompt")
+        if all(type(v) is int for v in value):
+            return [value]
+        out: list[str | list[int]] = []
+        for i, item in enumerate(value):
+            token_ids = type(item) is list and item and all(type(v) is int for v in item)
+            if type(item) is str or token_ids:
+                out.append(item)
+            else:
+                raise errors.invalid_type(f"prompt[{i}]", "a string or an array of integers", item)
+        return out
+    raise errors.invalid_type("prompt", "a string or an array", value)
+
+
+def completions(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> GenerationRequest:
+    if "prompt" not in body or body["prompt"] is None:
+        raise errors.missing("prompt")
+    prompts = _prompts(body["prompt"])
+    max_string, chars = limits.max_string_length, 0
+    for i, prompt in enumerate(prompts):
+        if type(prompt) is str:
+            where = "prompt" if type(body["prompt"]) is str else f"prompt[{i}]"
+            chars += _string(where, prompt, max_string)
+    if limits.max_prompt_chars and chars > limits.max_prompt_chars:
+        raise _prompt_too_long("prompt", chars, limits.max_prompt_chars)
+    prompt_tokens = sum(tokens.count_prompt(p) for p in prompts)
+    _optional_string(body, "suffix")
+    _optional_int(body, "logprobs", 0, 5)
+    max_n = limits.max_n
+    request = _common(body, COMPLETIONS, prompt_tokens, max_n)
+    best_of = _optional_int(body, "best_of", 1, 20)
+    if best_of is not None and best_of < request.n:
+        raise errors.invalid(
+            "best_of", "best_of must be greater than or equal to n.", code="invalid_value"
+        )
+    request.prompts = len(prompts)
+    if request.n * request.prompts > max_n:
+        raise errors.above_max("n", max_n // request.prompts, request.n)
+    if _optional_bool(body, "echo"):
+        if not all(type(p) is str for p in prompts):
+            raise errors.invalid(
+                "echo", "echo is only supported with text prompts by this server.", "invalid_value"
+            )
+        request.echo = tuple(p for p in prompts if isinstance(p, str))
+    return request

@@ -1,0 +1,347 @@
+# -*- test-case-name: tests.test_site -*-
+"""
+The HTTP/1.1 layer: twisted.web's channel and request, with what a mock
+inference server needs and nothing it does not.
+
+- POST form parsing is off: by default twisted.web parses every POST's
+  Content-Type with the ``email`` package, which halves its throughput.
+- Requests skip twisted.web's resource traversal and go straight to the
+  L{Router} over the Klein route table.
+- Every accepted TCP connection gets TCP_NODELAY (small SSE writes must not
+  sit in Nagle's buffer), and every response an ``x-request-id``.
+- Bodies over the configured limit are refused with 413 before they are
+  read; the access log is off unless asked for (it costs ~20%).
+- The site counts requests in flight, so shutdown can drain them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from mockoai.dialects.openrouter import errors as openrouter_errors
+from mockoai.ops.observe import Observer
+from mockoai.pipeline import errors
+from mockoai.pipeline.auth import Authenticator
+from mockoai.pipeline.ids import IdMaker
+from mockoai.pipeline.limits import ConnectionCap, RefusedConnection
+from mockoai.wire import guard
+from mockoai.wire.cors import Cors
+from mockoai.wire.dispatch import Router
+from mockoai.wire.guard import HeaderDeadlines, HttpLimits
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock, Transport
+
+_HEALTH = b"/health"
+
+
+class MockRequest(server.Request):
+    """A request dispatched by the site's L{Router} and counted while active."""
+
+    _counted = False
+    _body_size = 0
+    #: What became of it (L{mockoai.pipeline.outcome.Outcome}), for the finish hook.
+    outcome = None
+    #: The label of the API key it presented (L{mockoai.pipeline.auth}), when keys are on.
+    key_label: str | None = None
+    channel: MockChannel
+    site: MockSite
+
+    def process(self) -> None:
+        if self.channel._refused:
+            # The rest of a chunked body arrived with its end after the 413
+            # went out: the request was never read whole and must not run.
+            return
+        self.site = self.channel.site
+        self._counted = True
+        self.site.handle(self)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        # Chunked bodies have no Content-Length to check up front.
+        self._body_size += len(data)
+        if self._body_size > self.channel.site.max_body_size:
+            self.channel.refuse(errors.body_too_large(self.channel.site.max_body_size))
+            return
+        server.Request.handleContentChunk(self, data)
+
+    def finish(self) -> None:
+        server.Request.finish(self)
+        self._release()
+
+    def connectionLost(self, reason: object) -> None:
+        site = self.channel.site if self.channel is not None else None
+        server.Request.connectionLost(self, reason)
+        if site is not None:
+            self._release(site, lost=True)
+
+    def _release(self, site: MockSite | None = None, lost: bool = False) -> None:
+        if self._counted:
+            self._counted = False
+            site = site or self.site
+            (site.request_lost if lost else site.request_finished)(self)
+
+
+class MockChannel(http.HTTPChannel):
+    """HTTP/1.1 channel with TCP_NODELAY and an early 413."""
+
+    site: MockSite
+    transport: Transport  # type: ignore[assignment]
+    _refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            with contextlib.suppress(OSError):
+                set_nodelay(True)
+        self.site.channels.add(self)
+        # Hostile input (mockoai.wire.guard): twisted.web's own limits become
+        # backstops behind ours, which answer 414/431 envelopes.
+        limits = self._limits = self.site.http_limits
+        self.maxHeaders = limits.max_headers
+        self.MAX_LENGTH = max(limits.max_url_length, limits.max_header_bytes) + 1024
+        self.totalHeadersSize = limits.head_bytes + self.MAX_LENGTH
+        self._head_bytes = 0
+        self.site.header_deadlines.start(self)
+
+    def connectionLost(self, reason: object) -> None:  # type: ignore[override]
+        self.site.header_deadlines.lost(self)
+        self.site.channels.discard(self)
+        if getattr(self, "counted", False):
+            self.site.connections.close()
+        super().connectionLost(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._in_head():
+            self.site.header_deadlines.start(self)
+
+    def _in_head(self) -> bool | int:
+        """Whether part of a request head, and not all of it, has arrived."""
+        return (
+            self.line_mode
+            and not self._refused
+            and not self._handlingRequest
+            and (bool(self._buffer) or not self._HTTPChannel__first_line)  # type: ignore[attr-defined]
+        )
+
+    def header_timed_out(self) -> None:
+        """The slow-header deadline passed: 408 if a request began, then close."""
+        if self._handlingRequest:
+            self.site.header_deadlines.start(self)
+        elif self._in_head():
+            self.refuse(guard.header_timeout(self._limits.header_timeout))
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            self.refuse(guard.uri_too_long(self._limits.max_url_length))
+        else:
+            self.refuse(guard.headers_too_large(self._limits.max_header_bytes))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's bare "400 Bad Request" for whatever it rejects.
+        if self._receivedHeaderCount > self.maxHeaders:
+            self.refuse(guard.too_many_headers(self.maxHeaders))
+        else:
+            self.refuse(guard.malformed())
+
+    def allHeadersReceived(self) -> None:
+        self.site.header_deadlines.done(self)
+        limit = self.site.max_body_size
+        if self.length is not None and self.length > limit:
+            self.refuse(errors.body_too_large(limit))
+            return
+        super().allHeadersReceived()
+
+    def refuse(self, error: errors.APIError) -> None:
+        """Answer with ``error`` without reading further, then close."""
+        if self._refused:
+            return
+        self._refused = True
+        body = openrouter_errors.body_for(getattr(self, "_path", None), error)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
+            % (
+                error.status,
+                guard.reason(error.status),
+                len(body),
+                self.site.ids.request(),
+                body,
+            )
+        )
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        limits = self._limits
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            self._head_bytes = 0
+            parts = line.split(b" ", 2)
+            if len(parts) > 1 and len(parts[1]) > limits.max_url_length:
+                self.refuse(guard.uri_too_long(limits.max_url_length))
+                return
+        elif line:
+            # Names and values, as the lean stack counts them (not ": ").
+            self._head_bytes += len(line) - 2
+            if self._head_bytes > limits.max_header_bytes:
+                self.refuse(guard.headers_too_large(limits.max_header_bytes))
+                return
+        super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.requests)
+
+
+class MockSite(server.Site):
+    """The site: routes through a L{Router}, counts requests, can drain."""
+
+    protocol = MockChannel  # type: ignore[assignment]
+    #: API keys and CORS (L{mockoai.pipeline.auth}, L{mockoai.wire.cors}); None = off, for free.
+    auth: Authenticator | None = None
+    cors: Cors | None = None
+
+    def __init__(
+        self,
+        resource: IResource,
+        router: Router,
+        clock: Clock,
+        ids: IdMaker,
+        max_body_size: int,
+        idle_timeout: float,
+        access_log: bool = False,
+        lean: bool = False,
+        max_connections: int = 0,
+        http_limits: HttpLimits | None = None,
+    ) -> None:
+        super().__init__(
+            resource,
+            requestFactory=MockRequest,
+            timeout=idle_timeout or None,
+            reactor=clock,
+            parsePOSTFormSubmission=False,
+        )
+        if lean:
+            from mockoai.wire.http11 import LeanChannel
+
+            self.protocol = LeanChannel  # type: ignore[assignment]
+        self.router = router
+        self.clock = clock
+        self.ids = ids
+        self.max_body_size = max_body_size
+        self.http_limits = http_limits or HttpLimits()
+        self.header_deadlines = HeaderDeadlines(clock, self.http_limits.header_timeout)
+        self.access_log = access_log
+        self.channels: set[MockChannel] = set()
+        self.connections = ConnectionCap(max_connections)
+        self.active = 0
+        self.draining = False
+        #: Called once as each request ends (L{mockoai.ops.observe.Observer}).
+        self.observer: Observer | None = None
+        self._on_idle: list[Callable[[], None]] = []
+        self._date_second = -1
+        self._date = b""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A channel, or -- over the connection cap -- a clean 503 and close."""
+        if not self.connections.try_open():
+            return RefusedConnection(
+                self.connections.response_with_id(self.ids.request()), self.clock
+            )
+        channel = super().buildProtocol(addr)
+        channel.counted = True
+        return channel
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        ALPN: the site's channels speak HTTP/1.1 only (twisted.web's Site
+        would offer h2 too); TLS listeners get h2 through L{mockoai.wire.http2}.
+        """
+        return [b"http/1.1"]
+
+    def date(self) -> bytes:
+        """The Date header, formatted once a second rather than per request."""
+        now = int(self.clock.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = http.datetimeToString(now)
+        return self._date
+
+    def log(self, request: http.Request) -> None:
+        if self.access_log:
+            super().log(request)
+
+    def handle(self, request: Any) -> None:
+        """Every request, from either HTTP stack, starts here."""
+        request.setHeader(b"Date", self.date())
+        request.setHeader(b"x-request-id", self.ids.request())
+        self.active += 1
+        # CORS first: a preflight is answered here, before keys and routes.
+        if self.cors is not None and self.cors.apply(request):
+            return
+        if self.draining:
+            request.setHeader(b"Connection", b"close")
+            # ...and close it once this answer is out: twisted.web decides from
+            # the client's headers only, the lean stack from keep_alive.
+            if hasattr(request, "keep_alive"):
+                request.keep_alive = False
+            else:
+                request.channel.persistent = False
+            if request.path != _HEALTH:
+                _answer(request, errors.draining())
+                return
+        if self.auth is not None:
+            refused = self.auth.check(request)
+            if refused is not None:
+                _answer(request, refused)
+                return
+        self.router.render(request)
+
+    def request_finished(self, request: Any) -> None:
+        if self.observer is not None:
+            self.observer.finished(request)
+        self.released()
+
+    def request_lost(self, request: Any) -> None:
+        if self.observer is not None:
+            self.observer.finished(request, lost=True)
+        self.released()
+
+    def released(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._on_idle:
+            calls, self._on_idle = self._on_idle, []
+            for call in calls:
+                call()
+
+    def when_idle(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once no request is in flight (now, if none is)."""
+        if self.active == 0:
+            call()
+        else:
+            self._on_idle.append(call)
+
+
+def _answer(request: Any, error: errors.APIError) -> None:
+    """Answer ``request`` with ``error`` before it reaches a route."""
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    for name, value in error.headers:
+        request.setHeader(name, value)
+    body = openrouter_errors.body_for(request.path, error)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
