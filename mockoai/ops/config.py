@@ -237,7 +237,7 @@ class Settings:
     config: str | None = None
 
     def serves(self, spec: ModelSpec, kind: str) -> bool:
-        """Whether ``spec`` answers on endpoint ``kind`` (OpenAI's mapping under strict_endpoints)."""
+        """Whether ``spec`` answers on ``kind`` (OpenAI's mapping under strict_endpoints)."""
         if kind not in spec.endpoints:
             return False
         return kind in spec.native or not self.strict_endpoints
