@@ -7,7 +7,13 @@ do against the real API.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import ujson
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Request
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -43,6 +49,59 @@ class APIError(Exception):
 
     def __repr__(self) -> str:
         return f"APIError({self.status}, {self.message!r}, code={self.code!r})"
+
+
+#: How a dialect shapes an error body: OpenAI's is L{APIError.body}.
+Envelope = Callable[[APIError], bytes]
+
+
+def openai_envelope(error: APIError) -> bytes:
+    """OpenAI's ``{"error": {message, type, param, code}}`` (an error subclass may add to it)."""
+    return error.body()
+
+
+class Envelopes:
+    """
+    The error envelope of each API, by path prefix: what the wire uses for
+    refusals it makes before (or without) routing -- 413, 414, 431, 408,
+    draining 503, 401, unknown URLs.  The service builds it from the
+    dialects; the wire never names one.
+    """
+
+    def __init__(
+        self, default: Envelope = openai_envelope, prefixes: Sequence[tuple[bytes, Envelope]] = ()
+    ) -> None:
+        self.default = default
+        # Longest prefix first, so /api/v1/ wins over /.
+        self.prefixes = sorted(prefixes, key=lambda p: -len(p[0]))
+
+    def for_path(self, path: bytes | None) -> Envelope:
+        if path:
+            for prefix, envelope in self.prefixes:
+                if path.startswith(prefix):
+                    return envelope
+        return self.default
+
+    def body(self, path: bytes | None, error: APIError) -> bytes:
+        return self.for_path(path)(error)
+
+
+def write_error(request: Request, error: APIError, envelope: Envelope = openai_envelope) -> None:
+    """
+    Answer ``request`` with ``error`` and finish it: status, JSON content
+    type, the error's own headers (``retry-after``, ``x-ratelimit-*``), the
+    body in ``envelope``.  Every stack (lean HTTP/1.1, twisted.web, HTTP/2)
+    and every place (before routing, in a route, a stream refused before its
+    first byte) writes an error through here.
+    """
+    body = envelope(error)
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    for name, value in error.headers:
+        request.setHeader(name, value)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
 
 
 _JSON_TYPES = {
