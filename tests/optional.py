@@ -1,9 +1,11 @@
 """
 Test dependencies that only CPython installs (setup.cfg marks them so), and the
-skip marks for the tests that need them.
+skip decorators for the tests that need them.
 
 Under PyPy those tests report as skipped, with the reason; under CPython a
-missing one is a broken environment, so its ImportError propagates.
+missing one is a broken environment, so its ImportError propagates.  The
+decorators are the standard library's C{unittest.skipIf}, which trial and
+pytest both honour on a test case class or method.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 import importlib
 import platform
 from types import ModuleType
-from unittest import SkipTest
-
-import pytest
+from unittest import SkipTest, skipIf
 
 
 def _cpython_only(name: str) -> ModuleType | None:
@@ -30,10 +30,8 @@ openai = _cpython_only("openai")
 #: scipy.stats (Kolmogorov-Smirnov tests): no PyPy wheel, and no build without Python.h.
 stats = _cpython_only("scipy.stats")
 
-needs_openai = pytest.mark.skipif(
-    openai is None, reason="openai is CPython-only here: jiter has no PyPy wheel"
-)
-needs_scipy = pytest.mark.skipif(stats is None, reason="scipy is CPython-only here: no PyPy wheel")
+needs_openai = skipIf(openai is None, "openai is CPython-only here: jiter has no PyPy wheel")
+needs_scipy = skipIf(stats is None, "scipy is CPython-only here: no PyPy wheel")
 
 #: The lean HTTP/1.1 stack's parser (llhttp, in C); PyPy serves with twisted.web.
 httptools = _cpython_only("httptools")

@@ -17,10 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 from twisted.trial.unittest import SynchronousTestCase
 
-try:
-    from tests import spec
-except ImportError:  # plain `pytest` puts tests/ itself, not the repo root, on sys.path
-    import spec  # type: ignore[no-redef]
+from tests import spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBSET_DIR = REPO_ROOT / "tests" / "openapi"

@@ -17,7 +17,8 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import httpx
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,16 +38,19 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mockoai.ops.service import MockoaiService
 from mockoai.wire.http2 import AlpnFactory, H2Channel, factory_for, is_tls
 from tests.support import (
     TwistdProcess,
+    free_port,
     make_service,
     parse_responses,
     run_twistd,
     sse_json,
     validate_event,
+    wait_for_port,
 )
 
 CHAT = "/v1/chat/completions"
@@ -58,7 +61,7 @@ def chat(**extra: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
-# A self-signed certificate, made per test session
+# A self-signed certificate, made per test
 
 
 @attrs.frozen
@@ -122,9 +125,13 @@ def make_cert_pair(directory: Path) -> CertPair:
     return CertPair(str(key_path), str(cert_path))
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> CertPair:
-    return make_cert_pair(tmp_path_factory.mktemp("tls"))
+class CertTestCase(SynchronousTestCase):
+    """A fresh certificate in a private directory for each test: an EC key takes a millisecond."""
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="mockoai-tls-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.cert = make_cert_pair(self.directory)
 
 
 # --------------------------------------------------------------------------
@@ -281,303 +288,303 @@ def run(service: MockoaiService, connection: TLSConnection, seconds: float, step
 # In-memory tests
 
 
-def test_alpn_factory_only_on_tls_listeners() -> None:
-    service = make_service()
-    site = service.site
-    assert is_tls("ssl:8443:privateKey=k.pem") and is_tls("SSL:port=8443")
-    assert not is_tls("tcp:3000") and not is_tls("unix:/tmp/sock")
-    assert factory_for("tcp:3000", site) is site
-    assert factory_for("ssl:8443", site, http2=False) is site
-    alpn = factory_for("ssl:8443", site)
-    assert isinstance(alpn, AlpnFactory)
-    assert alpn.acceptableProtocols() == [b"h2", b"http/1.1"]
-    # The site's own channels speak HTTP/1.1 only and must not offer h2.
-    assert site.acceptableProtocols() == [b"http/1.1"]
+class InMemoryTests(CertTestCase):
+    """The service's own TLS factory, a real TLS client and a fake clock."""
 
+    def test_alpn_factory_only_on_tls_listeners(self) -> None:
+        service = make_service()
+        site = service.site
+        assert is_tls("ssl:8443:privateKey=k.pem") and is_tls("SSL:port=8443")
+        assert not is_tls("tcp:3000") and not is_tls("unix:/tmp/sock")
+        assert factory_for("tcp:3000", site) is site
+        assert factory_for("ssl:8443", site, http2=False) is site
+        alpn = factory_for("ssl:8443", site)
+        assert isinstance(alpn, AlpnFactory)
+        assert alpn.acceptableProtocols() == [b"h2", b"http/1.1"]
+        # The site's own channels speak HTTP/1.1 only and must not offer h2.
+        assert site.acceptableProtocols() == [b"http/1.1"]
 
-@pytest.mark.parametrize("stack", ["lean", "twisted"])
-def test_h2_chat_and_stream(cert: CertPair, stack: str) -> None:
-    service = make_service(http=stack, itl=0.01)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    assert connection.negotiated == b"h2"
-    assert isinstance(connection.server_channel, H2Channel)
-    site = service.site
-    assert site.channels == {connection.server_channel}
+    def test_h2_chat_and_stream_lean(self) -> None:
+        self.check_h2_chat_and_stream("lean")
 
-    plain = client.post(CHAT, chat(max_tokens=5))
-    stream = client.post(
-        CHAT, chat(max_tokens=5, stream=True, stream_options={"include_usage": True})
-    )
-    connection.pump.flush()
-    assert site.active == 2
-    run(service, connection, 0.2, 0.01)
+    def test_h2_chat_and_stream_twisted(self) -> None:
+        self.check_h2_chat_and_stream("twisted")
 
-    answer = client.responses[plain]
-    assert answer.ended and answer.status == 200
-    assert answer.headers["content-type"] == "application/json"
-    assert re.fullmatch(r"req_[0-9a-f]{32}", answer.headers["x-request-id"])
-    assert answer.headers["date"].endswith(" GMT")
-    assert int(answer.headers["content-length"]) == len(answer.body)
-    assert "connection" not in answer.headers
-    body = json.loads(answer.body)
-    assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 5
+    def check_h2_chat_and_stream(self, stack: str) -> None:
+        service = make_service(http=stack, itl=0.01)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        assert connection.negotiated == b"h2"
+        assert isinstance(connection.server_channel, H2Channel)
+        site = service.site
+        assert site.channels == {connection.server_channel}
 
-    events = client.responses[stream]
-    assert events.ended and events.status == 200
-    assert events.headers["content-type"].startswith("text/event-stream")
-    assert "x-request-id" in events.headers and "transfer-encoding" not in events.headers
-    chunks = sse_json(events.body)
-    for chunk in chunks:
-        validate_event("CreateChatCompletionStreamResponse", chunk)
-    assert chunks[-1]["usage"]["completion_tokens"] == len(chunks) - 3
-    assert site.active == 0 and site.connections.open == 1
+        plain = client.post(CHAT, chat(max_tokens=5))
+        stream = client.post(
+            CHAT, chat(max_tokens=5, stream=True, stream_options={"include_usage": True})
+        )
+        connection.pump.flush()
+        assert site.active == 2
+        run(service, connection, 0.2, 0.01)
 
+        answer = client.responses[plain]
+        assert answer.ended and answer.status == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert re.fullmatch(r"req_[0-9a-f]{32}", answer.headers["x-request-id"])
+        assert answer.headers["date"].endswith(" GMT")
+        assert int(answer.headers["content-length"]) == len(answer.body)
+        assert "connection" not in answer.headers
+        body = json.loads(answer.body)
+        assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 5
 
-def test_h2_connection_outlives_the_http11_timers(cert: CertPair) -> None:
-    # The HTTP/1.1 channel a TLS connection starts on has idle and
-    # slow-header timers; once ALPN picks h2 they must not close it.
-    service = make_service(idle_timeout=30.0, header_timeout=2.0)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    assert connection.negotiated == b"h2"
-    run(service, connection, 10.0, 0.5)
-    assert client.lost is None and not connection.server_tls.disconnecting
-    sid = client.request("GET", "/health")
-    run(service, connection, 0.02, 0.01)
-    assert client.responses[sid].status == 200
-    # ...while HTTP/2's own idle timeout still applies (GOAWAY, then close).
-    run(service, connection, 31.0, 0.5)
-    assert client.goaway and client.lost is not None
-    assert not service.site.channels and service.site.connections.open == 0
+        events = client.responses[stream]
+        assert events.ended and events.status == 200
+        assert events.headers["content-type"].startswith("text/event-stream")
+        assert "x-request-id" in events.headers and "transfer-encoding" not in events.headers
+        chunks = sse_json(events.body)
+        for chunk in chunks:
+            validate_event("CreateChatCompletionStreamResponse", chunk)
+        assert chunks[-1]["usage"]["completion_tokens"] == len(chunks) - 3
+        assert site.active == 0 and site.connections.open == 1
 
+    def test_h2_connection_outlives_the_http11_timers(self) -> None:
+        # The HTTP/1.1 channel a TLS connection starts on has idle and
+        # slow-header timers; once ALPN picks h2 they must not close it.
+        service = make_service(idle_timeout=30.0, header_timeout=2.0)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        assert connection.negotiated == b"h2"
+        run(service, connection, 10.0, 0.5)
+        assert client.lost is None and not connection.server_tls.disconnecting
+        sid = client.request("GET", "/health")
+        run(service, connection, 0.02, 0.01)
+        assert client.responses[sid].status == 200
+        # ...while HTTP/2's own idle timeout still applies (GOAWAY, then close).
+        run(service, connection, 31.0, 0.5)
+        assert client.goaway and client.lost is not None
+        assert not service.site.channels and service.site.connections.open == 0
 
-def test_http11_over_tls(cert: CertPair) -> None:
-    service = make_service()
-    client = H1Client()
-    # A client offering both protocols gets HTTP/1.1 when --http2 is off.
-    connection = tls_connect(service, cert, client, http2=False)
-    assert connection.negotiated == b"http/1.1"
-    body = json.dumps(chat(max_tokens=3)).encode()
-    client.transport.write(  # type: ignore[union-attr]
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-    connection.pump.flush()
-    service.clock.advance(0)
-    connection.pump.flush()
-    [response] = parse_responses(client.data)
-    assert response.status == 200
-    assert response.json()["usage"]["completion_tokens"] <= 3
-    assert response.header("x-request-id")
+    def test_http11_over_tls(self) -> None:
+        service = make_service()
+        client = H1Client()
+        # A client offering both protocols gets HTTP/1.1 when --http2 is off.
+        connection = tls_connect(service, self.cert, client, http2=False)
+        assert connection.negotiated == b"http/1.1"
+        body = json.dumps(chat(max_tokens=3)).encode()
+        client.transport.write(  # type: ignore[union-attr]
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        connection.pump.flush()
+        service.clock.advance(0)
+        connection.pump.flush()
+        [response] = parse_responses(client.data)
+        assert response.status == 200
+        assert response.json()["usage"]["completion_tokens"] <= 3
+        assert response.header("x-request-id")
 
+    def test_reset_stream_mid_sse_is_cleaned_up(self) -> None:
+        service = make_service(itl=0.02)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        site = service.site
+        sid = client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
+        run(service, connection, 0.2, 0.02)
+        assert site.active == 1
+        received = len(client.responses[sid].body)
+        assert received > 0 and not client.responses[sid].ended
 
-def test_reset_stream_mid_sse_is_cleaned_up(cert: CertPair) -> None:
-    service = make_service(itl=0.02)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    site = service.site
-    sid = client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
-    run(service, connection, 0.2, 0.02)
-    assert site.active == 1
-    received = len(client.responses[sid].body)
-    assert received > 0 and not client.responses[sid].ended
+        client.reset(sid)
+        connection.pump.flush()
+        assert site.active == 0
+        assert all(len(pacer) == 0 for pacer in service.core.pacers()), "stream still paced"
+        run(service, connection, 0.5, 0.05)
+        assert len(client.responses[sid].body) == received
+        # The connection survives the reset and serves the next request.
+        again = client.request("GET", "/health")
+        run(service, connection, 0.02, 0.01)
+        assert client.responses[again].status == 200 and client.lost is None
+        assert site.active == 0
 
-    client.reset(sid)
-    connection.pump.flush()
-    assert site.active == 0
-    assert all(len(pacer) == 0 for pacer in service.core.pacers()), "stream still paced"
-    run(service, connection, 0.5, 0.05)
-    assert len(client.responses[sid].body) == received
-    # The connection survives the reset and serves the next request.
-    again = client.request("GET", "/health")
-    run(service, connection, 0.02, 0.01)
-    assert client.responses[again].status == 200 and client.lost is None
-    assert site.active == 0
+    def test_reset_frees_the_engine_slot(self) -> None:
+        service = make_service(itl=0.02, max_running=1)
+        engine = service.core.models["gpt-4o"].engine
+        assert engine is not None
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        first = client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
+        second = client.post(CHAT, chat(max_tokens=2, stream=True))
+        run(service, connection, 0.1, 0.02)
+        assert len(engine.running) == 1 and len(engine.waiting) == 1
+        assert client.responses[second].status == 0, "the queued stream was answered early"
+        client.reset(first)
+        run(service, connection, 0.2, 0.02)
+        assert client.responses[second].ended and client.responses[second].status == 200
+        assert sse_json(client.responses[second].body)
+        assert not engine.running and not engine.waiting and service.site.active == 0
 
+    def test_rate_limits_apply_per_stream(self) -> None:
+        service = make_service(ip_rpm=2)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        sids = [client.post(CHAT, chat(max_tokens=1)) for _ in range(3)]
+        run(service, connection, 0.02, 0.01)
+        statuses = [client.responses[sid].status for sid in sids]
+        assert statuses == [200, 200, 429]
+        limited = client.responses[sids[2]]
+        assert json.loads(limited.body)["error"]["code"] == "rate_limit_exceeded"
+        assert int(limited.headers["retry-after"]) >= 1
 
-def test_reset_frees_the_engine_slot(cert: CertPair) -> None:
-    service = make_service(itl=0.02, max_running=1)
-    engine = service.core.models["gpt-4o"].engine
-    assert engine is not None
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    first = client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
-    second = client.post(CHAT, chat(max_tokens=2, stream=True))
-    run(service, connection, 0.1, 0.02)
-    assert len(engine.running) == 1 and len(engine.waiting) == 1
-    assert client.responses[second].status == 0, "the queued stream was answered early"
-    client.reset(first)
-    run(service, connection, 0.2, 0.02)
-    assert client.responses[second].ended and client.responses[second].status == 200
-    assert sse_json(client.responses[second].body)
-    assert not engine.running and not engine.waiting and service.site.active == 0
+    def test_connection_loss_releases_streams_and_cap(self) -> None:
+        service = make_service(itl=0.02, max_connections=4)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        site = service.site
+        for _ in range(3):
+            client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
+        run(service, connection, 0.1, 0.02)
+        assert site.active == 3 and site.connections.open == 1
+        connection.server_tls.transport.loseConnection()
+        connection.pump.flush()
+        assert site.active == 0 and site.connections.open == 0 and not site.channels
 
+    def test_body_over_limit_is_413(self) -> None:
+        service = make_service(max_body_size=1024)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        sid = client.post(CHAT, chat(max_tokens=1, pad="x" * 4000))
+        connection.pump.flush()
+        response = client.responses[sid]
+        assert response.status == 413 and response.ended
+        assert json.loads(response.body)["error"]["code"] == "request_too_large"
+        assert response.headers["x-request-id"]
+        assert service.site.active == 0
 
-def test_rate_limits_apply_per_stream(cert: CertPair) -> None:
-    service = make_service(ip_rpm=2)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    sids = [client.post(CHAT, chat(max_tokens=1)) for _ in range(3)]
-    run(service, connection, 0.02, 0.01)
-    statuses = [client.responses[sid].status for sid in sids]
-    assert statuses == [200, 200, 429]
-    limited = client.responses[sids[2]]
-    assert json.loads(limited.body)["error"]["code"] == "rate_limit_exceeded"
-    assert int(limited.headers["retry-after"]) >= 1
-
-
-def test_connection_loss_releases_streams_and_cap(cert: CertPair) -> None:
-    service = make_service(itl=0.02, max_connections=4)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    site = service.site
-    for _ in range(3):
-        client.post(CHAT, chat(max_tokens=1000, ignore_eos=True, stream=True))
-    run(service, connection, 0.1, 0.02)
-    assert site.active == 3 and site.connections.open == 1
-    connection.server_tls.transport.loseConnection()
-    connection.pump.flush()
-    assert site.active == 0 and site.connections.open == 0 and not site.channels
-
-
-def test_body_over_limit_is_413(cert: CertPair) -> None:
-    service = make_service(max_body_size=1024)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    sid = client.post(CHAT, chat(max_tokens=1, pad="x" * 4000))
-    connection.pump.flush()
-    response = client.responses[sid]
-    assert response.status == 413 and response.ended
-    assert json.loads(response.body)["error"]["code"] == "request_too_large"
-    assert response.headers["x-request-id"]
-    assert service.site.active == 0
-
-
-def test_drain_finishes_h2_streams_and_refuses_new_ones(cert: CertPair) -> None:
-    service = make_service(itl=0.02, grace_period=5.0)
-    client = H2Client()
-    connection = tls_connect(service, cert, client)
-    site = service.site
-    sid = client.post(CHAT, chat(max_tokens=10, ignore_eos=True, stream=True))
-    run(service, connection, 0.04, 0.02)
-    stopped = service.stopService()
-    assert site.active == 1
-    late = client.post(CHAT, chat(max_tokens=1))
-    connection.pump.flush()
-    refused = client.responses[late]
-    # 503 without HTTP/1.1's Connection header (forbidden in HTTP/2).
-    assert refused.status == 503 and refused.ended and "connection" not in refused.headers
-    assert json.loads(refused.body)["error"]["code"] == "server_shutting_down"
-    run(service, connection, 0.4, 0.02)
-    assert stopped.called
-    chunks = sse_json(client.responses[sid].body)
-    assert sum(c["choices"][0]["delta"].get("content") is not None for c in chunks) >= 10
-    assert site.active == 0 and not site.channels
-    assert client.goaway and client.lost is not None, "no GOAWAY and close after the drain"
+    def test_drain_finishes_h2_streams_and_refuses_new_ones(self) -> None:
+        service = make_service(itl=0.02, grace_period=5.0)
+        client = H2Client()
+        connection = tls_connect(service, self.cert, client)
+        site = service.site
+        sid = client.post(CHAT, chat(max_tokens=10, ignore_eos=True, stream=True))
+        run(service, connection, 0.04, 0.02)
+        stopped = service.stopService()
+        assert site.active == 1
+        late = client.post(CHAT, chat(max_tokens=1))
+        connection.pump.flush()
+        refused = client.responses[late]
+        # 503 without HTTP/1.1's Connection header (forbidden in HTTP/2).
+        assert refused.status == 503 and refused.ended and "connection" not in refused.headers
+        assert json.loads(refused.body)["error"]["code"] == "server_shutting_down"
+        run(service, connection, 0.4, 0.02)
+        assert stopped.called
+        chunks = sse_json(client.responses[sid].body)
+        assert sum(c["choices"][0]["delta"].get("content") is not None for c in chunks) >= 10
+        assert site.active == 0 and not site.channels
+        assert client.goaway and client.lost is not None, "no GOAWAY and close after the drain"
 
 
 # --------------------------------------------------------------------------
 # End to end: twistd with an ssl: listener
 
 
-@pytest.fixture(scope="module")
-def server(cert: CertPair) -> Iterator[tuple[TwistdProcess, str]]:
-    from tests.support import free_port, wait_for_port
+class TwistdTLSTests(CertTestCase):
+    """A real ``twistd -n mockoai`` with an ``ssl:`` listener, started by the test that needs it."""
 
-    tls_port = free_port()
-    process = TwistdProcess(
-        ["--listen", cert.listen(tls_port), "--articles", "64", "--stream-tokens", "1-4"]
-    )
-    process.start()
-    wait_for_port(tls_port)
-    try:
-        yield process, f"https://127.0.0.1:{tls_port}"
-    finally:
-        process.stop()
-        process.cleanup()
-
-
-@pytest.mark.parametrize("http2", [False, True])
-def test_httpx_over_ssl_listener(
-    cert: CertPair, server: tuple[TwistdProcess, str], http2: bool
-) -> None:
-    _, url = server
-    version = "HTTP/2" if http2 else "HTTP/1.1"
-    with httpx.Client(base_url=url, http2=http2, verify=cert.cert_path, timeout=10) as client:
-        response = client.post(CHAT, json=chat(max_tokens=8))
-        assert response.http_version == version
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "application/json"
-        assert response.headers["x-request-id"].startswith("req_")
-        assert response.headers["date"].endswith(" GMT")
-        assert response.json()["usage"]["completion_tokens"] <= 8
-
-        with client.stream("POST", CHAT, json=chat(max_tokens=20, stream=True)) as stream:
-            assert stream.http_version == version
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            assert stream.headers["x-request-id"].startswith("req_")
-            body = stream.read()
-        chunks = sse_json(body)
-        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
-
-        health = client.get("/health")
-        assert health.http_version == version and health.json() == {"status": "ok"}
-
-
-def test_h2load_bounded_run(
-    cert: CertPair, server: tuple[TwistdProcess, str], tmp_path: Path
-) -> None:
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        pytest.skip("h2load not installed (Debian package nghttp2-client)")
-    _, url = server
-    for name, body, n in (
-        ("plain", chat(max_tokens=16), 200),
-        ("stream", chat(max_tokens=16, stream=True), 100),
-    ):
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(body))
-        result = subprocess.run(
-            [
-                h2load,
-                "-n",
-                str(n),
-                "-c",
-                "4",
-                "-m",
-                "8",
-                "-d",
-                str(path),
-                "-H",
-                "content-type: application/json",
-                url + CHAT,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+    def start_server(self) -> str:
+        """Start the server on a free port; its base URL. It is stopped after the test."""
+        tls_port = free_port()
+        process = TwistdProcess(
+            ["--listen", self.cert.listen(tls_port), "--articles", "64", "--stream-tokens", "1-4"]
         )
-        out = result.stdout
-        assert result.returncode == 0, out + result.stderr
-        assert "Application protocol: h2" in out, out
-        assert f"requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed" in out, out
-        assert f"status codes: {n} 2xx, 0 3xx, 0 4xx, 0 5xx" in out, out
+        self.addCleanup(process.cleanup)
+        process.start()
+        self.addCleanup(process.stop)
+        wait_for_port(tls_port)
+        return f"https://127.0.0.1:{tls_port}"
 
+    def test_httpx_http11_over_ssl_listener(self) -> None:
+        self.check_httpx_over_ssl_listener(http2=False)
 
-@pytest.mark.parametrize(
-    ("listen", "message"),
-    [
-        ("ssl:0:privateKey={missing}:certKey={cert}", "No such file or directory"),
-        ("ssl:0:privateKey={cert}:certKey={cert}", "not a PEM private key"),
-    ],
-)
-def test_bad_key_is_one_line_config_error(
-    cert: CertPair, tmp_path: Path, listen: str, message: str
-) -> None:
-    description = listen.format(missing=tmp_path / "nope.pem", cert=cert.cert_path)
-    result = run_twistd(["-n", "--pidfile=", "mockoai", "--listen", description])
-    assert result.returncode != 0
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("mockoai: error: --listen: ") and message in lines[0], lines
+    def test_httpx_http2_over_ssl_listener(self) -> None:
+        self.check_httpx_over_ssl_listener(http2=True)
+
+    def check_httpx_over_ssl_listener(self, http2: bool) -> None:
+        url = self.start_server()
+        cert = self.cert
+        version = "HTTP/2" if http2 else "HTTP/1.1"
+        with httpx.Client(base_url=url, http2=http2, verify=cert.cert_path, timeout=10) as client:
+            response = client.post(CHAT, json=chat(max_tokens=8))
+            assert response.http_version == version
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            assert response.headers["x-request-id"].startswith("req_")
+            assert response.headers["date"].endswith(" GMT")
+            assert response.json()["usage"]["completion_tokens"] <= 8
+
+            with client.stream("POST", CHAT, json=chat(max_tokens=20, stream=True)) as stream:
+                assert stream.http_version == version
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                assert stream.headers["x-request-id"].startswith("req_")
+                body = stream.read()
+            chunks = sse_json(body)
+            assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+            health = client.get("/health")
+            assert health.http_version == version and health.json() == {"status": "ok"}
+
+    def test_h2load_bounded_run(self) -> None:
+        h2load = shutil.which("h2load")
+        if h2load is None:
+            raise SkipTest("h2load not installed (Debian package nghttp2-client)")
+        url = self.start_server()
+        for name, body, n in (
+            ("plain", chat(max_tokens=16), 200),
+            ("stream", chat(max_tokens=16, stream=True), 100),
+        ):
+            path = self.directory / f"{name}.json"
+            path.write_text(json.dumps(body))
+            result = subprocess.run(
+                [
+                    h2load,
+                    "-n",
+                    str(n),
+                    "-c",
+                    "4",
+                    "-m",
+                    "8",
+                    "-d",
+                    str(path),
+                    "-H",
+                    "content-type: application/json",
+                    url + CHAT,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            out = result.stdout
+            assert result.returncode == 0, out + result.stderr
+            assert "Application protocol: h2" in out, out
+            assert f"requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed" in out, (
+                out
+            )
+            assert f"status codes: {n} 2xx, 0 3xx, 0 4xx, 0 5xx" in out, out
+
+    def test_missing_key_is_one_line_config_error(self) -> None:
+        self.check_one_line_config_error(
+            "ssl:0:privateKey={missing}:certKey={cert}", "No such file or directory"
+        )
+
+    def test_certificate_as_key_is_one_line_config_error(self) -> None:
+        self.check_one_line_config_error(
+            "ssl:0:privateKey={cert}:certKey={cert}", "not a PEM private key"
+        )
+
+    def check_one_line_config_error(self, listen: str, message: str) -> None:
+        description = listen.format(missing=self.directory / "nope.pem", cert=self.cert.cert_path)
+        result = run_twistd(["-n", "--pidfile=", "mockoai", "--listen", description])
+        assert result.returncode != 0
+        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("mockoai: error: --listen: ") and message in lines[0], lines
