@@ -53,7 +53,7 @@ def _model_spec(model: str | ModelSpec) -> ModelSpec:
 def make_service(clock: Clock | None = None, **overrides: Any) -> MockoaiService:
     """
     The real service tree (core, routes, router, site) for
-    C{Settings(**overrides)} over ``clock`` (a fresh L{Clock} set to
+    C{Settings.from_values(**overrides)} over ``clock`` (a fresh L{Clock} set to
     L{EPOCH} when not given).  ``models`` may be given as plain ids.
     Times are L{Settings} units: ``response_delay`` and ``itl`` in seconds.
     """
@@ -64,7 +64,7 @@ def make_service(clock: Clock | None = None, **overrides: Any) -> MockoaiService
     require_stack(values.get("http", "auto"))
     if "models" in values:
         values["models"] = tuple(_model_spec(m) for m in values["models"])
-    return build(Settings(**values), reactor=clock)
+    return build(Settings.from_values(**values), reactor=clock)
 
 
 # --------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.ops.config import ConfigError, describe, load_settings
+from mockoai.ops.config import ApiKey, ConfigError, KeysFile, describe, load_settings, mask
 from mockoai.pipeline import auth
-from mockoai.pipeline.auth import ApiKey, Authenticator, KeysFile, mask
+from mockoai.pipeline.auth import Authenticator
 from mockoai.pipeline.limits import RateLimits
 from tests.optional import needs_openai, openai
 from tests.spec import validate
@@ -326,17 +326,17 @@ class ConfigTests(SynchronousTestCase):
         return path
 
     def test_cli_env_profile(self) -> None:
-        self.assertEqual(load_settings({}, {}).api_keys, ())
+        self.assertEqual(load_settings({}, {}).auth.keys, ())
         cli = load_settings({"api_keys": ["k1-abc", "k2-def"]}, {})
-        self.assertEqual([k.key for k in cli.api_keys], ["k1-abc", "k2-def"])
+        self.assertEqual([k.key for k in cli.auth.keys], ["k1-abc", "k2-def"])
         env = load_settings({}, {"MOCKOAI_API_KEYS": "e1, e2"})
-        self.assertEqual([k.key for k in env.api_keys], ["e1", "e2"])
+        self.assertEqual([k.key for k in env.auth.keys], ["e1", "e2"])
         profile = self.write(
             "p.toml", 'api_keys = ["p1", {key = "p2", label = "two", rpm = 7}]\nauth_health = true'
         )
         settings = load_settings({"config": profile}, {})
-        self.assertEqual(settings.api_keys, (ApiKey("p1"), ApiKey("p2", "two", rpm=7)))
-        self.assertTrue(settings.auth_health)
+        self.assertEqual(settings.auth.keys, (ApiKey("p1"), ApiKey("p2", "two", rpm=7)))
+        self.assertTrue(settings.auth.health)
 
     def test_keys_file_toml(self) -> None:
         path = self.write(
@@ -345,12 +345,12 @@ class ConfigTests(SynchronousTestCase):
             '[[keys]]\nkey = "sk-team-b-0000000000"\n',
         )
         settings = load_settings({"api_keys_file": path}, {})
-        assert settings.api_keys_file is not None
+        assert settings.auth.keys_file is not None
         self.assertEqual(
-            settings.api_keys_file.keys,
+            settings.auth.keys_file.keys,
             (ApiKey("sk-team-a-0000000000", "team-a", 60, 1000), ApiKey("sk-team-b-0000000000")),
         )
-        self.assertEqual(len(auth.all_keys(settings)), 2)
+        self.assertEqual(len(settings.auth.all_keys), 2)
         # The startup log names the file and labels, never a key.
         line = describe(settings)
         self.assertIn(f"api_keys_file={path} (2 keys)", line)
@@ -360,7 +360,7 @@ class ConfigTests(SynchronousTestCase):
         entries = [{"key": "j1-0000", "label": "json"}, {"key": "j2-0000", "tpm": 5}]
         for text in (json.dumps({"keys": entries}), json.dumps(entries)):
             path = self.write("keys.json", text)
-            keys = load_settings({"api_keys_file": path}, {}).api_keys_file
+            keys = load_settings({"api_keys_file": path}, {}).auth.keys_file
             self.assertEqual(
                 keys, KeysFile(path, (ApiKey("j1-0000", "json"), ApiKey("j2-0000", tpm=5)))
             )

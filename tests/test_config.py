@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import shutil
 import tempfile
 
+import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -61,25 +64,25 @@ class DefaultsTests(SynchronousTestCase):
 
     def test_default_values(self) -> None:
         s = load_settings({}, {})
-        self.assertEqual(s.listen, ("tcp:3000",))
-        self.assertEqual(s.models, DEFAULT_MODELS)
-        self.assertFalse(s.any_model)
-        self.assertEqual(s.tokens_mean, 256.0)
-        self.assertEqual(s.tokens_stddev, 64.0)
-        self.assertEqual(s.max_output_tokens, 4096)
-        self.assertEqual(s.stream_tokens, (1, 1))
-        self.assertEqual(s.response_delay, ms(0))
-        self.assertEqual(s.itl, ms(0))
-        self.assertEqual(s.prefill_per_token, 0.0)
-        self.assertEqual(s.max_body_size, 16 * 1024 * 1024)
-        self.assertEqual(s.grace_period, 10.0)
-        self.assertEqual(s.idle_timeout, 60.0)
-        self.assertEqual(s.articles, 4096)
-        self.assertEqual(s.corpus_seed, 0)
-        self.assertFalse(s.access_log)
-        self.assertEqual(s.system_fingerprint, "fp_6d6f636b6f")
-        self.assertEqual(s.workers, 1)
-        self.assertEqual(s.http, "auto")
+        self.assertEqual(s.server.listen, ("tcp:3000",))
+        self.assertEqual(s.served.models, DEFAULT_MODELS)
+        self.assertFalse(s.served.any_model)
+        self.assertEqual(s.served.defaults.tokens_mean, 256.0)
+        self.assertEqual(s.served.defaults.tokens_stddev, 64.0)
+        self.assertEqual(s.served.defaults.max_output_tokens, 4096)
+        self.assertEqual(s.served.defaults.stream_tokens, (1, 1))
+        self.assertEqual(s.served.defaults.response_delay, ms(0))
+        self.assertEqual(s.served.defaults.itl, ms(0))
+        self.assertEqual(s.served.defaults.prefill_per_token, 0.0)
+        self.assertEqual(s.server.max_body_size, 16 * 1024 * 1024)
+        self.assertEqual(s.server.grace_period, 10.0)
+        self.assertEqual(s.server.idle_timeout, 60.0)
+        self.assertEqual(s.answers.articles, 4096)
+        self.assertEqual(s.answers.corpus_seed, 0)
+        self.assertFalse(s.observability.access_log)
+        self.assertEqual(s.answers.system_fingerprint, "fp_6d6f636b6f")
+        self.assertEqual(s.server.workers, 1)
+        self.assertEqual(s.server.http, "auto")
         self.assertIsNone(s.config)
 
     def test_default_models(self) -> None:
@@ -94,9 +97,9 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(chat.native, frozenset({CHAT}))
         # Both endpoints by default (as vLLM serves); OpenAI's mapping when strict.
         self.assertTrue(Settings().serves(chat, COMPLETIONS))
-        self.assertFalse(Settings(strict_endpoints=True).serves(chat, COMPLETIONS))
-        self.assertTrue(Settings(strict_endpoints=True).serves(chat, CHAT))
-        self.assertFalse(Settings(strict_endpoints=True).serves(instruct, CHAT))
+        self.assertFalse(Settings.from_values(strict_endpoints=True).serves(chat, COMPLETIONS))
+        self.assertTrue(Settings.from_values(strict_endpoints=True).serves(chat, CHAT))
+        self.assertFalse(Settings.from_values(strict_endpoints=True).serves(instruct, CHAT))
         self.assertIsNone(Settings().model("no-such-model"))
 
     def test_non_prefixed_environment_is_ignored(self) -> None:
@@ -108,17 +111,17 @@ class PrecedenceTests(ProfileMixin, SynchronousTestCase):
     def test_profile_over_defaults(self) -> None:
         path = self.profile("itl = 10\ntokens_mean = 100\n")
         s = load_settings({"config": path}, {})
-        self.assertEqual(s.itl, ms(10))
-        self.assertEqual(s.tokens_mean, 100.0)
+        self.assertEqual(s.served.defaults.itl, ms(10))
+        self.assertEqual(s.served.defaults.tokens_mean, 100.0)
         self.assertEqual(s.config, path)
         # Untouched settings keep their defaults.
-        self.assertEqual(s.max_output_tokens, 4096)
+        self.assertEqual(s.served.defaults.max_output_tokens, 4096)
 
     def test_environment_over_profile(self) -> None:
         path = self.profile("itl = 10\ntokens_mean = 100\n")
         s = load_settings({"config": path}, {"MOCKOAI_ITL": "20"})
-        self.assertEqual(s.itl, ms(20))
-        self.assertEqual(s.tokens_mean, 100.0)
+        self.assertEqual(s.served.defaults.itl, ms(20))
+        self.assertEqual(s.served.defaults.tokens_mean, 100.0)
 
     def test_cli_over_environment(self) -> None:
         path = self.profile("itl = 10\ntokens_mean = 100\nresponse_delay = 5\n")
@@ -126,21 +129,21 @@ class PrecedenceTests(ProfileMixin, SynchronousTestCase):
             {"config": path, "itl": "30", "tokens_mean": "50"},
             {"MOCKOAI_ITL": "20", "MOCKOAI_TOKENS_MEAN": "70"},
         )
-        self.assertEqual(s.itl, ms(30))
-        self.assertEqual(s.tokens_mean, 50.0)
-        self.assertEqual(s.response_delay, ms(5))
+        self.assertEqual(s.served.defaults.itl, ms(30))
+        self.assertEqual(s.served.defaults.tokens_mean, 50.0)
+        self.assertEqual(s.served.defaults.response_delay, ms(5))
 
     def test_profile_from_environment(self) -> None:
         path = self.profile("articles = 64\n")
         s = load_settings({}, {"MOCKOAI_CONFIG": path})
-        self.assertEqual(s.articles, 64)
+        self.assertEqual(s.answers.articles, 64)
         self.assertEqual(s.config, path)
 
     def test_cli_profile_beats_environment_profile(self) -> None:
         env_path = self.profile("articles = 64\n", "env.toml")
         cli_path = self.profile("articles = 128\n", "cli.toml")
         s = load_settings({"config": cli_path}, {"MOCKOAI_CONFIG": env_path})
-        self.assertEqual(s.articles, 128)
+        self.assertEqual(s.answers.articles, 128)
         self.assertEqual(s.config, cli_path)
 
     def test_cli_values_meaning_not_given(self) -> None:
@@ -148,13 +151,13 @@ class PrecedenceTests(ProfileMixin, SynchronousTestCase):
             {"itl": None, "listen": [], "models": [], "any_model": False},
             {"MOCKOAI_ITL": "20", "MOCKOAI_ANY_MODEL": "yes", "MOCKOAI_LISTEN": "tcp:1,tcp:2"},
         )
-        self.assertEqual(s.itl, ms(20))
-        self.assertTrue(s.any_model)
-        self.assertEqual(s.listen, ("tcp:1", "tcp:2"))
+        self.assertEqual(s.served.defaults.itl, ms(20))
+        self.assertTrue(s.served.any_model)
+        self.assertEqual(s.server.listen, ("tcp:1", "tcp:2"))
 
     def test_repeatable_cli_replaces_environment(self) -> None:
         s = load_settings({"listen": ["tcp:7"]}, {"MOCKOAI_LISTEN": "tcp:1,tcp:2"})
-        self.assertEqual(s.listen, ("tcp:7",))
+        self.assertEqual(s.server.listen, ("tcp:7",))
 
     def test_shipped_profiles_load(self) -> None:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,18 +185,18 @@ class PrecedenceTests(ProfileMixin, SynchronousTestCase):
 
 class PortTests(SynchronousTestCase):
     def test_port_replaces_default_listen(self) -> None:
-        self.assertEqual(load_settings({"port": "8080"}, {}).listen, ("tcp:8080",))
+        self.assertEqual(load_settings({"port": "8080"}, {}).server.listen, ("tcp:8080",))
 
     def test_port_appends_to_listen(self) -> None:
         s = load_settings({"listen": ["unix:/tmp/mockoai-test.sock"], "port": "8080"}, {})
-        self.assertEqual(s.listen, ("unix:/tmp/mockoai-test.sock", "tcp:8080"))
+        self.assertEqual(s.server.listen, ("unix:/tmp/mockoai-test.sock", "tcp:8080"))
 
     def test_port_from_environment(self) -> None:
         s = load_settings({}, {"MOCKOAI_PORT": "9000", "MOCKOAI_LISTEN": "tcp:1"})
-        self.assertEqual(s.listen, ("tcp:1", "tcp:9000"))
+        self.assertEqual(s.server.listen, ("tcp:1", "tcp:9000"))
 
     def test_port_zero(self) -> None:
-        self.assertEqual(load_settings({"port": "0"}, {}).listen, ("tcp:0",))
+        self.assertEqual(load_settings({"port": "0"}, {}).server.listen, ("tcp:0",))
 
     def test_bad_port(self) -> None:
         self.assertConfigError({"port": "70000"}, "--port: must be between 0 and 65535, got 70000")
@@ -231,12 +234,12 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # numbers
 
     def test_number_forms(self) -> None:
-        self.assertEqual(self.cli("tokens_mean", "12.5").tokens_mean, 12.5)
-        self.assertEqual(self.cli("tokens_mean", " 7 ").tokens_mean, 7.0)
-        self.assertEqual(self.env("tokens_stddev", "0").tokens_stddev, 0.0)
-        self.assertEqual(self.toml("tokens_mean = 300").tokens_mean, 300.0)
-        self.assertEqual(self.toml("grace_period = 2.5").grace_period, 2.5)
-        self.assertEqual(self.cli("idle_timeout", "1e2").idle_timeout, 100.0)
+        self.assertEqual(self.cli("tokens_mean", "12.5").served.defaults.tokens_mean, 12.5)
+        self.assertEqual(self.cli("tokens_mean", " 7 ").served.defaults.tokens_mean, 7.0)
+        self.assertEqual(self.env("tokens_stddev", "0").served.defaults.tokens_stddev, 0.0)
+        self.assertEqual(self.toml("tokens_mean = 300").served.defaults.tokens_mean, 300.0)
+        self.assertEqual(self.toml("grace_period = 2.5").server.grace_period, 2.5)
+        self.assertEqual(self.cli("idle_timeout", "1e2").server.idle_timeout, 100.0)
 
     def test_number_errors(self) -> None:
         self.assertEqual(
@@ -262,9 +265,15 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # milliseconds
 
     def test_milliseconds_forms(self) -> None:
-        self.assertEqual(self.cli("prefill_per_token", "0.5").prefill_per_token, 0.0005)
-        self.assertEqual(self.env("prefill_per_token", "2").prefill_per_token, 0.002)
-        self.assertEqual(self.toml("prefill_per_token = 1").prefill_per_token, 0.001)
+        self.assertEqual(
+            self.cli("prefill_per_token", "0.5").served.defaults.prefill_per_token, 0.0005
+        )
+        self.assertEqual(
+            self.env("prefill_per_token", "2").served.defaults.prefill_per_token, 0.002
+        )
+        self.assertEqual(
+            self.toml("prefill_per_token = 1").served.defaults.prefill_per_token, 0.001
+        )
 
     def test_milliseconds_errors(self) -> None:
         self.assertEqual(
@@ -283,14 +292,18 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # latencies (the distribution forms themselves are test_latency's)
 
     def test_latency_forms(self) -> None:
-        self.assertEqual(self.cli("itl", "20").itl, ms(20))
-        self.assertEqual(self.cli("itl", "0.5").itl, ms(0.5))
-        self.assertEqual(self.env("response_delay", "250").response_delay, ms(250))
-        self.assertEqual(self.toml("response_delay = 1500").response_delay, ms(1500))
-        self.assertEqual(self.toml("itl = 2.5").itl, ms(2.5))
-        self.assertEqual(self.cli("itl", "normal:20:3").itl, latency.parse("normal:20:3"))
+        self.assertEqual(self.cli("itl", "20").served.defaults.itl, ms(20))
+        self.assertEqual(self.cli("itl", "0.5").served.defaults.itl, ms(0.5))
+        self.assertEqual(self.env("response_delay", "250").served.defaults.response_delay, ms(250))
         self.assertEqual(
-            self.toml('itl = { dist = "uniform", low = 10, high = 30 }').itl,
+            self.toml("response_delay = 1500").served.defaults.response_delay, ms(1500)
+        )
+        self.assertEqual(self.toml("itl = 2.5").served.defaults.itl, ms(2.5))
+        self.assertEqual(
+            self.cli("itl", "normal:20:3").served.defaults.itl, latency.parse("normal:20:3")
+        )
+        self.assertEqual(
+            self.toml('itl = { dist = "uniform", low = 10, high = 30 }').served.defaults.itl,
             latency.parse("uniform:10:30"),
         )
 
@@ -309,9 +322,11 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # integers
 
     def test_integer_forms(self) -> None:
-        self.assertEqual(self.cli("max_output_tokens", "100").max_output_tokens, 100)
-        self.assertEqual(self.env("articles", " 64 ").articles, 64)
-        self.assertEqual(self.toml("corpus_seed = 4294967295").corpus_seed, 2**32 - 1)
+        self.assertEqual(
+            self.cli("max_output_tokens", "100").served.defaults.max_output_tokens, 100
+        )
+        self.assertEqual(self.env("articles", " 64 ").answers.articles, 64)
+        self.assertEqual(self.toml("corpus_seed = 4294967295").answers.corpus_seed, 2**32 - 1)
 
     def test_integer_errors(self) -> None:
         self.assertEqual(
@@ -349,10 +364,10 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             ("1G", gib),
             ("1GiB", gib),
         ]:
-            self.assertEqual(self.cli("max_body_size", raw).max_body_size, expected, raw)
-        self.assertEqual(self.env("max_body_size", "1k").max_body_size, kib)
-        self.assertEqual(self.toml("max_body_size = 4096").max_body_size, 4096)
-        self.assertEqual(self.toml('max_body_size = "8MiB"').max_body_size, 8 * mib)
+            self.assertEqual(self.cli("max_body_size", raw).server.max_body_size, expected, raw)
+        self.assertEqual(self.env("max_body_size", "1k").server.max_body_size, kib)
+        self.assertEqual(self.toml("max_body_size = 4096").server.max_body_size, 4096)
+        self.assertEqual(self.toml('max_body_size = "8MiB"').server.max_body_size, 8 * mib)
 
     def test_size_errors(self) -> None:
         for raw in ["16X", "MiB", "-1k", "1.5M", "16 MiBs", "16i", ""]:
@@ -374,13 +389,15 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # ranges
 
     def test_range_forms(self) -> None:
-        self.assertEqual(self.cli("stream_tokens", "1-4").stream_tokens, (1, 4))
-        self.assertEqual(self.cli("stream_tokens", "3").stream_tokens, (3, 3))
-        self.assertEqual(self.cli("stream_tokens", " 2 - 5 ").stream_tokens, (2, 5))
-        self.assertEqual(self.env("stream_tokens", "1024").stream_tokens, (1024, 1024))
-        self.assertEqual(self.toml("stream_tokens = [2, 8]").stream_tokens, (2, 8))
-        self.assertEqual(self.toml("stream_tokens = 4").stream_tokens, (4, 4))
-        self.assertEqual(self.toml('stream_tokens = "1-2"').stream_tokens, (1, 2))
+        self.assertEqual(self.cli("stream_tokens", "1-4").served.defaults.stream_tokens, (1, 4))
+        self.assertEqual(self.cli("stream_tokens", "3").served.defaults.stream_tokens, (3, 3))
+        self.assertEqual(self.cli("stream_tokens", " 2 - 5 ").served.defaults.stream_tokens, (2, 5))
+        self.assertEqual(
+            self.env("stream_tokens", "1024").served.defaults.stream_tokens, (1024, 1024)
+        )
+        self.assertEqual(self.toml("stream_tokens = [2, 8]").served.defaults.stream_tokens, (2, 8))
+        self.assertEqual(self.toml("stream_tokens = 4").served.defaults.stream_tokens, (4, 4))
+        self.assertEqual(self.toml('stream_tokens = "1-2"').served.defaults.stream_tokens, (1, 2))
 
     def test_range_errors(self) -> None:
         for raw in ["a-b", "1-2-3", "-1", "1-", "1.5"]:
@@ -410,10 +427,10 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # workers and http
 
     def test_workers_forms(self) -> None:
-        self.assertEqual(self.cli("workers", "auto").workers, os.cpu_count() or 1)
-        self.assertEqual(self.env("workers", "AUTO").workers, os.cpu_count() or 1)
-        self.assertEqual(self.cli("workers", "4").workers, 4)
-        self.assertEqual(self.toml("workers = 2").workers, 2)
+        self.assertEqual(self.cli("workers", "auto").server.workers, os.cpu_count() or 1)
+        self.assertEqual(self.env("workers", "AUTO").server.workers, os.cpu_count() or 1)
+        self.assertEqual(self.cli("workers", "4").server.workers, 4)
+        self.assertEqual(self.toml("workers = 2").server.workers, 2)
         self.assertEqual(
             self.error({"workers": "0"}), "--workers: must be between 1 and 256, got 0"
         )
@@ -422,8 +439,8 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
         )
 
     def test_http_forms(self) -> None:
-        self.assertEqual(self.cli("http", "twisted").http, "twisted")
-        self.assertEqual(self.env("http", "auto").http, "auto")
+        self.assertEqual(self.cli("http", "twisted").server.http, "twisted")
+        self.assertEqual(self.env("http", "auto").server.http, "auto")
         self.assertEqual(
             self.error({"http": "fast"}), "--http: expected auto, lean or twisted, got 'fast'"
         )
@@ -435,18 +452,18 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
                 "--http: lean needs the httptools package, which is not installed",
             )
         else:
-            self.assertEqual(self.cli("http", "lean").http, "lean")
+            self.assertEqual(self.cli("http", "lean").server.http, "lean")
 
     # booleans
 
     def test_boolean_forms(self) -> None:
         for raw in ["1", "true", "TRUE", "yes", "on", " On "]:
-            self.assertTrue(self.env("any_model", raw).any_model, raw)
+            self.assertTrue(self.env("any_model", raw).served.any_model, raw)
         for raw in ["0", "false", "no", "off", ""]:
-            self.assertFalse(self.env("access_log", raw).access_log, raw)
-        self.assertTrue(self.cli("access_log", True).access_log)
-        self.assertTrue(self.toml("any_model = true").any_model)
-        self.assertFalse(self.toml("any_model = false").any_model)
+            self.assertFalse(self.env("access_log", raw).observability.access_log, raw)
+        self.assertTrue(self.cli("access_log", True).observability.access_log)
+        self.assertTrue(self.toml("any_model = true").served.any_model)
+        self.assertFalse(self.toml("any_model = false").served.any_model)
 
     def test_boolean_errors(self) -> None:
         self.assertEqual(
@@ -459,12 +476,12 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     def test_cli_false_flag_does_not_override(self) -> None:
         # A flag not given on the command line leaves the environment's value.
         s = load_settings({"any_model": False}, {"MOCKOAI_ANY_MODEL": "1"})
-        self.assertTrue(s.any_model)
+        self.assertTrue(s.served.any_model)
 
     # text and lists
 
     def test_text_forms(self) -> None:
-        self.assertEqual(self.cli("system_fingerprint", "fp_x").system_fingerprint, "fp_x")
+        self.assertEqual(self.cli("system_fingerprint", "fp_x").answers.system_fingerprint, "fp_x")
         self.assertEqual(
             self.error(env={"MOCKOAI_SYSTEM_FINGERPRINT": ""}),
             "MOCKOAI_SYSTEM_FINGERPRINT: expected a non-empty string, got ''",
@@ -475,15 +492,17 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
         )
 
     def test_listen_forms(self) -> None:
-        self.assertEqual(self.cli("listen", ["tcp:1", "tcp:2"]).listen, ("tcp:1", "tcp:2"))
-        self.assertEqual(self.env("listen", "tcp:1, tcp:2").listen, ("tcp:1", "tcp:2"))
-        self.assertEqual(self.toml('listen = ["tcp:5", "tcp6:6"]').listen, ("tcp:5", "tcp6:6"))
+        self.assertEqual(self.cli("listen", ["tcp:1", "tcp:2"]).server.listen, ("tcp:1", "tcp:2"))
+        self.assertEqual(self.env("listen", "tcp:1, tcp:2").server.listen, ("tcp:1", "tcp:2"))
         self.assertEqual(
-            self.cli("listen", ["tcp:3000:interface=127.0.0.1"]).listen,
+            self.toml('listen = ["tcp:5", "tcp6:6"]').server.listen, ("tcp:5", "tcp6:6")
+        )
+        self.assertEqual(
+            self.cli("listen", ["tcp:3000:interface=127.0.0.1"]).server.listen,
             ("tcp:3000:interface=127.0.0.1",),
         )
         self.assertEqual(
-            self.cli("listen", ["unix:/tmp/mockoai-test.sock"]).listen,
+            self.cli("listen", ["unix:/tmp/mockoai-test.sock"]).server.listen,
             ("unix:/tmp/mockoai-test.sock",),
         )
 
@@ -526,7 +545,7 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             "--workers: 2 workers share tcp: endpoints only, not 'unix:/tmp/mockoai-test.sock'",
         )
         s = load_settings({"listen": ["tcp:1", "tcp6:2"], "workers": "2"}, {})
-        self.assertEqual(s.workers, 2)
+        self.assertEqual(s.server.workers, 2)
 
     def test_tokens_mean_far_above_cap(self) -> None:
         self.assertEqual(
@@ -534,7 +553,7 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             "--tokens-mean: 401 is far above --max-output-tokens 100",
         )
         s = load_settings({"tokens_mean": "400", "max_output_tokens": "100"}, {})
-        self.assertEqual(s.tokens_mean, 400.0)
+        self.assertEqual(s.served.defaults.tokens_mean, 400.0)
 
     def test_corpus_must_hold_the_longest_answer(self) -> None:
         self.assertEqual(
@@ -542,13 +561,15 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             "--max-output-tokens: 4096 tokens need more text than --articles 16 gives; "
             "use --articles 28 or more",
         )
-        self.assertEqual(load_settings({"articles": "28"}, {}).articles, 28)
+        self.assertEqual(load_settings({"articles": "28"}, {}).answers.articles, 28)
         s = load_settings({"articles": "16", "max_output_tokens": "2400"}, {})
-        self.assertEqual((s.articles, s.max_output_tokens), (16, 2400))
+        self.assertEqual((s.answers.articles, s.served.defaults.max_output_tokens), (16, 2400))
 
     def test_status_forms(self) -> None:
-        self.assertEqual(self.cli("reject_status", "503").reject_status, 503)
-        self.assertEqual(self.toml("timeout_status = 504").timeout_status, 504)
+        self.assertEqual(self.cli("reject_status", "503").served.defaults.engine.reject_status, 503)
+        self.assertEqual(
+            self.toml("timeout_status = 504").served.defaults.engine.timeout_status, 504
+        )
         self.assertEqual(
             self.error({"reject_status": "404"}),
             "--reject-status: expected one of 429, 503, got 404",
@@ -563,17 +584,17 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     def test_models_from_strings(self) -> None:
         s = self.cli("models", ["alpha", "meta-llama/Llama-3.1-8B-Instruct"])
         self.assertEqual(
-            s.models,
+            s.served.models,
             (
                 ModelSpec("alpha", "mockoai"),
                 ModelSpec("meta-llama/Llama-3.1-8B-Instruct", "meta-llama"),
             ),
         )
-        self.assertEqual(s.models[0].endpoints, frozenset({CHAT, COMPLETIONS}))
+        self.assertEqual(s.served.models[0].endpoints, frozenset({CHAT, COMPLETIONS}))
         s = self.env("models", "a, openai/gpt-4o")
-        self.assertEqual([m.id for m in s.models], ["a", "openai/gpt-4o"])
-        self.assertEqual(s.models[1].owned_by, "openai")
-        self.assertEqual([m.id for m in self.toml('models = "solo"').models], ["solo"])
+        self.assertEqual([m.id for m in s.served.models], ["a", "openai/gpt-4o"])
+        self.assertEqual(s.served.models[1].owned_by, "openai")
+        self.assertEqual([m.id for m in self.toml('models = "solo"').served.models], ["solo"])
 
     def test_models_from_toml_tables(self) -> None:
         path = self.profile(
@@ -590,7 +611,7 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
         )
         s = load_settings({"config": path}, {})
         self.assertEqual(
-            s.models,
+            s.served.models,
             (
                 ModelSpec("chatty", "mockoai", 1700000000, frozenset({CHAT})),
                 ModelSpec("acme/base", "someone", 1234, frozenset({COMPLETIONS})),
@@ -600,8 +621,8 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
 
     def test_models_mixed_toml_array(self) -> None:
         s = self.toml('models = ["plain", { id = "tabled", endpoints = ["chat"] }]')
-        self.assertEqual([m.id for m in s.models], ["plain", "tabled"])
-        self.assertEqual(s.models[1].endpoints, frozenset({CHAT}))
+        self.assertEqual([m.id for m in s.served.models], ["plain", "tabled"])
+        self.assertEqual(s.served.models[1].endpoints, frozenset({CHAT}))
 
     def test_model_errors(self) -> None:
         self.assertEqual(
@@ -714,7 +735,7 @@ class DescribeTests(SynchronousTestCase):
         self.assertNotIn("port=", line)
 
     def test_formats_values(self) -> None:
-        s = Settings(
+        s = Settings.from_values(
             listen=("tcp:1", "unix:/x"),
             models=(ModelSpec("a"), ModelSpec("b/c", "b")),
             stream_tokens=(2, 5),
@@ -757,28 +778,28 @@ class TapOptionsTests(SynchronousTestCase):
             "--port", "8080", "--itl", "20", "--response-delay", "100",
             "--stream-tokens", "2-4", "--any-model", "--access-log",
         )  # fmt: skip
-        self.assertEqual(s.listen, ("tcp:8080",))
-        self.assertEqual(s.itl, ms(20))
-        self.assertEqual(s.response_delay, ms(100))
-        self.assertEqual(s.stream_tokens, (2, 4))
-        self.assertTrue(s.any_model)
-        self.assertTrue(s.access_log)
+        self.assertEqual(s.server.listen, ("tcp:8080",))
+        self.assertEqual(s.served.defaults.itl, ms(20))
+        self.assertEqual(s.served.defaults.response_delay, ms(100))
+        self.assertEqual(s.served.defaults.stream_tokens, (2, 4))
+        self.assertTrue(s.served.any_model)
+        self.assertTrue(s.observability.access_log)
 
     def test_repeatable_options(self) -> None:
         s = self.parse(
             "--listen", "tcp:1", "--listen", "unix:/tmp/mockoai-test.sock",
             "--model", "a", "--model", "org/b",
         )  # fmt: skip
-        self.assertEqual(s.listen, ("tcp:1", "unix:/tmp/mockoai-test.sock"))
-        self.assertEqual([m.id for m in s.models], ["a", "org/b"])
-        self.assertEqual(s.models[1].owned_by, "org")
+        self.assertEqual(s.server.listen, ("tcp:1", "unix:/tmp/mockoai-test.sock"))
+        self.assertEqual([m.id for m in s.served.models], ["a", "org/b"])
+        self.assertEqual(s.served.models[1].owned_by, "org")
 
     def test_environment_under_options(self) -> None:
         os.environ["MOCKOAI_ITL"] = "5"
         os.environ["MOCKOAI_TOKENS_MEAN"] = "10"
         s = self.parse("--itl", "7")
-        self.assertEqual(s.itl, ms(7))
-        self.assertEqual(s.tokens_mean, 10.0)
+        self.assertEqual(s.served.defaults.itl, ms(7))
+        self.assertEqual(s.served.defaults.tokens_mean, 10.0)
 
     def assertExits(self, argv: list[str], prefix: str) -> str:
         with self.assertRaises(SystemExit) as caught:
@@ -802,3 +823,212 @@ class TapOptionsTests(SynchronousTestCase):
         self.assertExits(["--model", "a", "--model", "a"], "mockoai: error: --model: ")
         self.assertExits(["--listen", "bogus:1"], "mockoai: error: --listen: ")
         self.assertExits(["--max-body-size", "12X"], "mockoai: error: --max-body-size: ")
+
+
+#: A raw, non-default value for every setting, as the command line gives it.
+RAW: dict[str, object] = {
+    "listen": ["tcp:1234"],
+    "workers": "2",
+    "http": "twisted",
+    "http2": "off",
+    "max_connections": "10",
+    "max_body_size": "1MiB",
+    "idle_timeout": "5",
+    "grace_period": "3",
+    "models": ["a", "b"],
+    "any_model": True,
+    "strict_endpoints": True,
+    "tokens_mean": "100",
+    "tokens_stddev": "5",
+    "max_output_tokens": "300",
+    "stream_tokens": "2-3",
+    "response_delay": "150",
+    "itl": "normal:7:1",
+    "prefill_per_token": "0.5",
+    "max_running": "8",
+    "max_waiting": "9",
+    "queue_timeout": "2.5",
+    "reject_status": "503",
+    "timeout_status": "504",
+    "batch_slowdown": "1.5",
+    "max_tokens_per_s": "1000",
+    "articles": "64",
+    "corpus_seed": "7",
+    "system_fingerprint": "fp_test",
+    "max_url_length": "1000",
+    "max_headers": "50",
+    "max_header_bytes": "8k",
+    "header_timeout": "4",
+    "max_json_depth": "10",
+    "max_messages": "20",
+    "max_string_length": "1000",
+    "max_prompt_chars": "5000",
+    "max_n": "4",
+    "rpm": "60",
+    "tpm": "6000",
+    "ip_rpm": "30",
+    "api_keys": ["k1-abc"],
+    "api_keys_file": "",  # a file written by the test
+    "auth_health": True,
+    "cors_origins": ["https://a.example"],
+    "cors_methods": "GET",
+    "cors_headers": "authorization",
+    "cors_max_age": "60",
+    "cors_credentials": True,
+    "openrouter_providers": "OpenAI,Groq",
+    "openrouter_failing_models": "a",
+    "openrouter_credit_limit": "5",
+    "openrouter_processing_interval": "500",
+    "openrouter_generations": "100",
+    "openrouter_generation_ttl": "60",
+    "access_log": True,
+    "request_log": "/tmp/mockoai-test-requests.jsonl",
+    "request_log_max_size": "1M",
+    "request_log_files": "2",
+    "kv_cache_tokens": "1000",
+}
+
+
+class RegistryTests(ProfileMixin, SynchronousTestCase):
+    """The flat registry, derived from the groups: one declaration per setting."""
+
+    def test_names_are_unique_and_documented(self) -> None:
+        for attribute in ("name", "option", "env"):
+            names = [getattr(f, attribute) for f in FIELDS]
+            self.assertEqual(len(names), len(set(names)), attribute)
+        for field in FIELDS:
+            self.assertEqual(field.env, "MOCKOAI_" + field.name.upper())
+            self.assertTrue(field.help.strip(), field.name)
+            self.assertTrue(field.flag or field.metavar, field.name)
+            self.assertIs(config.FIELDS_BY_NAME[field.name], field)
+
+    def test_every_group_attribute_is_a_setting_or_a_group(self) -> None:
+        # Nothing in Settings escapes the registry (ModelProfile.latency is derived).
+        seen = []
+        pending: list[type] = [Settings]
+        while pending:
+            cls = pending.pop()
+            for a in attrs.fields(cls):
+                if config._GROUP in a.metadata:
+                    pending.append(a.metadata[config._GROUP])
+                elif config._SETTING in a.metadata:
+                    seen.append(a.name)
+                else:
+                    self.assertEqual((cls, a.name, a.init), (config.ModelProfile, "latency", False))
+        self.assertEqual(len(seen), len(FIELDS) - 1)  # all but --port
+
+    def all_values(self) -> dict[str, object]:
+        keys = self.profile('[[keys]]\nkey = "k2-file"\n', "keys.toml")
+        self.assertEqual({f.name for f in FIELDS} - set(RAW), {"config", "port"})
+        return {**RAW, "api_keys_file": keys}
+
+    def test_every_setting_lands_in_its_group(self) -> None:
+        values = self.all_values()
+        s = load_settings(values, {})
+        defaults = Settings()
+        for field in FIELDS:
+            if field.name in ("config", "port"):
+                continue
+            self.assertEqual(field.get(s), field.parse(values[field.name]), field.name)
+            self.assertNotEqual(field.get(s), field.get(defaults), field.name)
+        self.assertEqual(s.served.defaults.engine.max_running, 8)
+        self.assertEqual(s.cors.origins, ("https://a.example",))
+        self.assertEqual(s.openrouter.credit_limit, 5.0)
+
+    def test_environment_names_reach_the_same_values(self) -> None:
+        values = self.all_values()
+        environ = {}
+        for name, raw in values.items():
+            if isinstance(raw, list):
+                raw = ",".join(raw)
+            environ[config.FIELDS_BY_NAME[name].env] = "1" if raw is True else str(raw)
+        self.assertEqual(load_settings({}, environ), load_settings(values, {}))
+
+    def test_flat_builder_round_trip(self) -> None:
+        s = load_settings(self.all_values(), {})
+        flat = {f.name: f.get(s) for f in FIELDS if f.name != "port"}
+        self.assertEqual(Settings.from_values(**flat), s)
+        self.assertEqual(Settings.from_values(), Settings())
+        with self.assertRaises(TypeError) as caught:
+            Settings.from_values(itl=0.01, inter_token_latency=0.01)
+        self.assertEqual(str(caught.exception), "no such setting: 'inter_token_latency'")
+
+    def test_flat_builder_takes_seconds_for_latencies(self) -> None:
+        s = Settings.from_values(itl=0.02, response_delay=0.5, max_running=4)
+        self.assertEqual(s.served.defaults.itl, ms(20))
+        self.assertEqual(s.served.defaults.response_delay, ms(500))
+        self.assertEqual(s.profile().latency.itl, ms(20))
+        self.assertTrue(s.profile().engine.enabled)
+
+
+class PerModelTests(ProfileMixin, SynchronousTestCase):
+    """A [[models]] table may set every profile setting for its model alone."""
+
+    def test_per_model_names_are_the_profile_group(self) -> None:
+        under_profile = [f.name for f in FIELDS if f.path[:2] == ("served", "defaults")]
+        self.assertEqual(list(config.PER_MODEL), under_profile)
+        self.assertIn("max_running", config.PER_MODEL)
+        self.assertIn("itl", config.PER_MODEL)
+
+    def test_every_override_reaches_the_model_and_its_engine(self) -> None:
+        table = "".join(f"{name} = {json.dumps(RAW[name])}\n" for name in config.PER_MODEL)
+        path = self.profile(f'[[models]]\nid = "tuned"\n{table}[[models]]\nid = "plain"\n')
+        s = load_settings({"config": path}, {})
+        tuned, plain = s.served.models
+        profile = s.profile(tuned)
+        for name in config.PER_MODEL:
+            field = config.FIELDS_BY_NAME[name]
+            wanted = field.parse(RAW[name])
+            within = attrs.evolve(field, path=field.path[2:])  # the path inside a profile
+            self.assertEqual(within.get(profile), wanted, name)
+            self.assertNotEqual(within.get(s.profile(plain)), wanted, name)
+        self.assertIs(s.profile(plain), s.served.defaults)
+        self.assertEqual(profile.latency.itl, latency.parse("normal:7:1"))
+        self.assertEqual(profile.latency.prefill_per_token, 0.0005)
+
+        from tests.support import make_service
+
+        core = make_service(models=s.served.models).core
+        served = core.models["tuned"]
+        self.assertEqual(served.profile, profile)
+        assert served.engine is not None
+        self.assertEqual(served.engine.config, profile.engine)
+        self.assertEqual(served.engine.config.max_tokens_per_s, 1000.0)
+        self.assertIs(served.engine.latency, served.profile.latency)
+        self.assertIsNone(core.models["plain"].engine)
+
+
+class LayeringTests(SynchronousTestCase):
+    """Config sits below the wire and the pipeline: they import its types, not the reverse."""
+
+    def test_config_imports_neither_auth_nor_cors(self) -> None:
+        with open(config.__file__, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        ours = {name for name in imported if name.startswith("mockoai")}
+        self.assertTrue(ours)
+        for name in ours:
+            self.assertFalse(name.startswith(("mockoai.pipeline", "mockoai.wire")), name)
+            self.assertFalse(name.startswith(("mockoai.dialects", "mockoai.routes")), name)
+
+    def test_auth_and_cors_are_built_from_their_groups(self) -> None:
+        from mockoai.pipeline import auth
+        from mockoai.wire import cors
+
+        self.assertIsNone(auth.from_settings(Settings().auth))
+        self.assertIsNone(cors.from_settings(Settings().cors))
+        s = Settings.from_values(
+            api_keys=(config.ApiKey("k1-abc"),), auth_health=True, cors_origins=("*",)
+        )
+        authenticator = auth.from_settings(s.auth)
+        assert authenticator is not None
+        self.assertEqual(list(authenticator.keys), [b"k1-abc"])
+        policy = cors.from_settings(s.cors)
+        assert policy is not None
+        self.assertEqual(policy.allowed(b"https://x.example"), b"*")

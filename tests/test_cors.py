@@ -24,8 +24,7 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from mockoai.ops.config import ConfigError, load_settings
-from mockoai.pipeline.auth import ApiKey
+from mockoai.ops.config import ApiKey, ConfigError, load_settings
 from mockoai.wire.cors import EXPOSED, Cors
 from tests.support import Client, Response, TwistdProcess, make_service, sse_json
 
@@ -254,12 +253,12 @@ class UnitTests(SynchronousTestCase):
         settings = load_settings(
             {"cors_origins": ["https://a.example", "*"], "cors_methods": "get,post,options"}, {}
         )
-        self.assertEqual(settings.cors_origins, ("https://a.example", "*"))
-        self.assertEqual(settings.cors_methods, ("get", "post", "options"))
+        self.assertEqual(settings.cors.origins, ("https://a.example", "*"))
+        self.assertEqual(settings.cors.methods, ("get", "post", "options"))
         env = load_settings(
             {}, {"MOCKOAI_CORS_ORIGINS": "http://a:1, http://b:2", "MOCKOAI_CORS_MAX_AGE": "5"}
         )
-        self.assertEqual((env.cors_origins, env.cors_max_age), (("http://a:1", "http://b:2"), 5))
+        self.assertEqual((env.cors.origins, env.cors.max_age), (("http://a:1", "http://b:2"), 5))
         for cli, message in (
             ({"cors_origins": ["app.example"]}, "--cors-origin: expected an origin like"),
             ({"cors_origins": ["http://a.example/path"]}, "--cors-origin: expected an origin"),

@@ -143,14 +143,14 @@ class ProfileTests(SynchronousTestCase):
             )
         self.addCleanup(os.unlink, f.name)
         settings = load_settings({"config": f.name}, {})
-        big = settings.profile(settings.models[0])
-        small = settings.profile(settings.models[1])
+        big = settings.profile(settings.served.models[0])
+        small = settings.profile(settings.served.models[1])
         self.assertEqual(big.response_delay.kind, "lognormal")
-        self.assertEqual(big.max_running, 32)
+        self.assertEqual(big.engine.max_running, 32)
         self.assertEqual(big.tokens_mean, 600)
         self.assertEqual(big.itl, small.itl)
-        self.assertEqual(small.max_running, 0)
-        self.assertEqual(small.tokens_mean, settings.tokens_mean)
+        self.assertEqual(small.engine.max_running, 0)
+        self.assertEqual(small.tokens_mean, settings.served.defaults.tokens_mean)
 
     def test_bad_model_override(self) -> None:
         from mockoai.ops.config import ConfigError

@@ -423,10 +423,10 @@ class StrictBodyTests(SynchronousTestCase):
         )
         self.assertEqual(
             (
-                settings.header_timeout,
-                settings.max_json_depth,
-                settings.max_header_bytes,
-                settings.max_messages,
+                settings.http_limits.header_timeout,
+                settings.input_limits.max_json_depth,
+                settings.http_limits.max_header_bytes,
+                settings.input_limits.max_messages,
             ),
             (3.0, 16, 2048, 10),
         )

@@ -1005,10 +1005,10 @@ class ConfigTests(SynchronousTestCase):
             {"openrouter_providers": "OpenAI, Deep Infra:price=0.5:latency=250:throughput=90"}, {}
         )
         self.assertEqual(
-            s.openrouter_providers,
+            s.openrouter.providers,
             (ProviderSpec("OpenAI"), ProviderSpec("Deep Infra", 0.5, 0.25, 90.0)),
         )
-        self.assertEqual(s.openrouter_providers[1].slug, "deep-infra")
+        self.assertEqual(s.openrouter.providers[1].slug, "deep-infra")
         self.assertIn(
             "openrouter_providers=OpenAI,Deep Infra:price=0.5:latency=250:throughput=90",
             __import__("mockoai.ops.config").ops.config.describe(s),
@@ -1032,13 +1032,13 @@ class ConfigTests(SynchronousTestCase):
             {"MOCKOAI_OPENROUTER_GENERATIONS": "7"},
         )
         self.assertEqual(
-            s.openrouter_failing_models, (FailingSpec("a/b"), FailingSpec("c/d", "Azure", 429))
+            s.openrouter.failing_models, (FailingSpec("a/b"), FailingSpec("c/d", "Azure", 429))
         )
-        self.assertEqual(s.openrouter_credit_limit, 2.5)
-        self.assertEqual(s.openrouter_processing_interval, 0.25)
-        self.assertEqual(s.openrouter_generations, 7)
-        self.assertIsNone(load_settings({"openrouter_credit_limit": "unlimited"}, {})
-                          .openrouter_credit_limit)  # fmt: skip
+        self.assertEqual(s.openrouter.credit_limit, 2.5)
+        self.assertEqual(s.openrouter.processing_interval, 0.25)
+        self.assertEqual(s.openrouter.generations, 7)
+        unlimited = load_settings({"openrouter_credit_limit": "unlimited"}, {})
+        self.assertIsNone(unlimited.openrouter.credit_limit)
         self.assertEqual(
             self.error({"openrouter_failing_models": "a=500"}),
             "--openrouter-failing-models: status must be one of 403, 408, 429, 502, 503, got 500",
@@ -1065,7 +1065,7 @@ class ConfigTests(SynchronousTestCase):
                 "stream_error_rate = 0.25\n"
                 "stream_error_after = 3\n"
             )
-        [spec] = load_settings({"config": path}, {}).models
+        [spec] = load_settings({"config": path}, {}).served.models
         self.assertEqual(
             (spec.prompt_price, spec.completion_price, spec.providers, spec.context_length),
             (1e-6, 2e-6, ("Groq",), 8192),

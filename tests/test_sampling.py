@@ -29,7 +29,7 @@ def small_corpus() -> Corpus:
 def planner(seed: int | None = 1, **overrides: Any) -> Planner:
     values: dict[str, Any] = {"articles": 64, "tokens_mean": 100.0, "tokens_stddev": 30.0}
     values.update(overrides)
-    return Planner(small_corpus(), Settings(**values), seed=seed)
+    return Planner(small_corpus(), Settings.from_values(**values), seed=seed)
 
 
 def request(**fields: Any) -> GenerationRequest:

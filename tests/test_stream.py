@@ -176,7 +176,7 @@ class Stream:
             "itl": ITL,
         }
         values.update(settings or {})
-        self.settings = Settings(**values)
+        self.settings = Settings.from_values(**values)
         request_fields: dict[str, Any] = {
             "kind": kind,
             "model": MODEL,

@@ -2,9 +2,14 @@
 """
 The one typed settings object, and the only code that builds it.
 
-Every setting is declared once in L{FIELDS}; that declaration drives the
-command line (``--name-with-dashes``), the environment (``MOCKOAI_NAME``) and
-profile files (``name = ...`` in TOML), so the three can never drift apart.
+L{Settings} holds frozen groups (``settings.server``, ``settings.served``,
+``settings.cors``, ...).  Each setting is declared once, as a field of its
+group made by L{setting}: its default, parser, help text and metavar.  The
+flat registry L{FIELDS} is derived by walking the groups, and drives the
+command line (``--name-with-dashes``, generated in L{mockoai.ops.tap}), the
+environment (``MOCKOAI_NAME``) and profile files (``name = ...`` in TOML),
+so the three can never drift apart; the external name is the field's own
+unless it says otherwise (``settings.cors.origins`` is ``cors_origins``).
 Precedence, lowest to highest: defaults, profile file, environment, command
 line.  Every value is validated here, at startup, and a bad one stops the
 process with a single line naming the option and where it came from.
@@ -12,19 +17,17 @@ process with a single line naming the option and where it came from.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
-from mockoai.pipeline import auth
 from mockoai.sim import latency
-from mockoai.sim.engine import EngineConfig
 from mockoai.sim.latency import Distribution, LatencyModel
-from mockoai.wire import cors
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,263 +41,8 @@ COMPLETIONS = "completions"
 ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS})
 
 
-_NO_DELAY = latency.constant(0.0)
-
-
-def _as_distribution(value: object) -> Distribution:
-    """Settings(itl=0.02) means a constant 20 ms, as the parsed forms do."""
-    if isinstance(value, Distribution):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return latency.constant(float(value))
-    raise TypeError(f"expected a Distribution or seconds, got {value!r}")
-
-
 class ConfigError(Exception):
     """A setting is invalid; the message is one line naming it."""
-
-
-@attrs.frozen
-class ModelSpec:
-    """
-    One served model.  ``endpoints`` says which of chat/completions accept it
-    (a profile may restrict it); ``native`` is OpenAI's own mapping, which
-    only ``--strict-endpoints`` applies: real benchmark tools take the first
-    listed model for both endpoints, as vLLM serves every model on both.
-    """
-
-    id: str
-    owned_by: str = "mockoai"
-    created: int = 1700000000
-    endpoints: frozenset[str] = ENDPOINT_KINDS
-    native: frozenset[str] = ENDPOINT_KINDS
-    #: Per-model values of L{PER_MODEL} settings (parsed), overriding the globals.
-    overrides: tuple[tuple[str, Any], ...] = ()
-    #: OpenRouter mode: USD per prompt and per completion token; the providers
-    #: serving it (the first is the default; none = every configured provider);
-    #: its context window; and the share of its streams that fail, after how
-    #: many tokens.
-    prompt_price: float = 0.0
-    completion_price: float = 0.0
-    providers: tuple[str, ...] = ()
-    context_length: int = 128_000
-    stream_error_rate: float = 0.0
-    stream_error_after: int = 0
-
-
-_CHAT_ONLY = frozenset({CHAT})
-DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("gpt-4o", "system", 1715367049, native=_CHAT_ONLY),
-    ModelSpec("gpt-4o-mini", "system", 1721172741, native=_CHAT_ONLY),
-    ModelSpec("gpt-4.1", "system", 1744316542, native=_CHAT_ONLY),
-    ModelSpec("gpt-4.1-mini", "system", 1744318173, native=_CHAT_ONLY),
-    ModelSpec("gpt-4.1-nano", "system", 1744321707, native=_CHAT_ONLY),
-    ModelSpec("o4-mini", "system", 1744225351, native=_CHAT_ONLY),
-    ModelSpec("gpt-5", "system", 1754425777, native=_CHAT_ONLY),
-    ModelSpec("gpt-5-mini", "system", 1754425928, native=_CHAT_ONLY),
-    ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, native=frozenset({COMPLETIONS})),
-)
-#: OpenAI's list prices (USD per prompt, completion token) and context windows,
-#: so OpenRouter mode reports realistic costs out of the box.
-_LIST_PRICES = {
-    "gpt-4o": (2.5e-6, 1e-5, 128_000),
-    "gpt-4o-mini": (1.5e-7, 6e-7, 128_000),
-    "gpt-4.1": (2e-6, 8e-6, 1_047_576),
-    "gpt-4.1-mini": (4e-7, 1.6e-6, 1_047_576),
-    "gpt-4.1-nano": (1e-7, 4e-7, 1_047_576),
-    "o4-mini": (1.1e-6, 4.4e-6, 200_000),
-    "gpt-5": (1.25e-6, 1e-5, 400_000),
-    "gpt-5-mini": (2.5e-7, 2e-6, 400_000),
-    "gpt-3.5-turbo-instruct": (1.5e-6, 2e-6, 4_096),
-}
-
-
-def _priced(spec: ModelSpec) -> ModelSpec:
-    if spec.id not in _LIST_PRICES:
-        return spec
-    prompt, completion, context = _LIST_PRICES[spec.id]
-    return attrs.evolve(
-        spec, prompt_price=prompt, completion_price=completion, context_length=context
-    )
-
-
-DEFAULT_MODELS = tuple(_priced(m) for m in DEFAULT_MODELS)
-
-
-@attrs.frozen
-class ProviderSpec:
-    """
-    An upstream provider OpenRouter mode routes to.  ``price`` multiplies a
-    model's prices on this provider; ``latency`` (seconds) and ``throughput``
-    (tokens/s) are what ``provider.sort`` ranks by and ``/endpoints`` reports.
-    """
-
-    name: str
-    price: float = 1.0
-    latency: float = 0.0
-    throughput: float = 0.0
-
-    @property
-    def slug(self) -> str:
-        return self.name.lower().replace(" ", "-")
-
-    def __str__(self) -> str:
-        parts = [self.name]
-        if self.price != 1.0:
-            parts.append(f"price={self.price:g}")
-        if self.latency:
-            parts.append(f"latency={self.latency * 1000:g}")
-        if self.throughput:
-            parts.append(f"throughput={self.throughput:g}")
-        return ":".join(parts)
-
-
-@attrs.frozen
-class FailingSpec:
-    """A model (on one provider, or on all) that answers with ``status`` before any token."""
-
-    model: str
-    provider: str | None = None
-    status: int = 502
-
-    def __str__(self) -> str:
-        where = f"@{self.provider}" if self.provider else ""
-        return f"{self.model}{where}={self.status}"
-
-
-DEFAULT_PROVIDERS = (ProviderSpec("OpenAI"), ProviderSpec("Azure"))
-#: Statuses a failing model may answer with (OpenRouter's upstream errors).
-FAILING_STATUSES = (403, 408, 429, 502, 503)
-
-
-@attrs.frozen
-class Settings:
-    """Everything the server needs to know, already validated."""
-
-    listen: tuple[str, ...] = ("tcp:3000",)
-    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
-    any_model: bool = False
-    strict_endpoints: bool = False
-    tokens_mean: float = 256.0
-    tokens_stddev: float = 64.0
-    max_output_tokens: int = 4096
-    stream_tokens: tuple[int, int] = (1, 1)
-    response_delay: Distribution = attrs.field(default=_NO_DELAY, converter=_as_distribution)
-    itl: Distribution = attrs.field(default=_NO_DELAY, converter=_as_distribution)
-    prefill_per_token: float = 0.0  # seconds per prompt token (configured in ms)
-    max_running: int = 0
-    max_waiting: int = 1024
-    queue_timeout: float = 0.0
-    reject_status: int = 429
-    timeout_status: int = 503
-    batch_slowdown: float = 0.0
-    max_tokens_per_s: float = 0.0
-    rpm: int = 0
-    tpm: int = 0
-    ip_rpm: int = 0
-    max_connections: int = 0
-    max_body_size: int = 16 * 1024 * 1024
-    grace_period: float = 10.0
-    idle_timeout: float = 60.0
-    articles: int = 4096
-    corpus_seed: int = 0
-    access_log: bool = False
-    system_fingerprint: str = "fp_6d6f636b6f"
-    workers: int = 1
-    http: str = "auto"
-    openrouter_providers: tuple[ProviderSpec, ...] = DEFAULT_PROVIDERS
-    openrouter_failing_models: tuple[FailingSpec, ...] = ()
-    openrouter_credit_limit: float | None = None  # USD per API key; None = unlimited
-    openrouter_processing_interval: float = 1.0  # seconds (configured in ms); 0 = off
-    openrouter_generations: int = 10_000
-    openrouter_generation_ttl: float = 3600.0  # seconds
-    # --- settings: observability ---
-    kv_cache_tokens: int = 0  # 0 = vllm:kv_cache_usage_perc is the share of --max-running
-    request_log: str | None = None
-    request_log_max_size: int = 100 * 1024 * 1024
-    request_log_files: int = 5
-    # --- settings: auth-cors ---
-    api_keys: tuple[auth.ApiKey, ...] = ()
-    api_keys_file: auth.KeysFile | None = None
-    auth_health: bool = False
-    cors_origins: tuple[str, ...] = ()
-    cors_methods: tuple[str, ...] = cors.DEFAULT_METHODS
-    cors_headers: tuple[str, ...] = (cors.ANY,)
-    cors_max_age: int = cors.DEFAULT_MAX_AGE
-    cors_credentials: bool = False
-    # --- settings: hostile-input ---
-    header_timeout: float = 10.0
-    max_url_length: int = 8192
-    max_headers: int = 100
-    max_header_bytes: int = 64 * 1024
-    max_json_depth: int = 64
-    max_messages: int = 2048
-    max_string_length: int = 10_485_760
-    max_prompt_chars: int = 0
-    max_n: int = 128
-    # --- settings: tls-http2 ---
-    http2: bool = True
-    config: str | None = None
-
-    def serves(self, spec: ModelSpec, kind: str) -> bool:
-        """Whether ``spec`` answers on ``kind`` (OpenAI's mapping under strict_endpoints)."""
-        if kind not in spec.endpoints:
-            return False
-        return kind in spec.native or not self.strict_endpoints
-
-    def model(self, model_id: str) -> ModelSpec | None:
-        for spec in self.models:
-            if spec.id == model_id:
-                return spec
-        return None
-
-    def profile(self, spec: ModelSpec | None = None) -> ModelProfile:
-        """Everything that shapes one model's answers: globals, then its overrides."""
-        values = {name: getattr(self, name) for name in PER_MODEL}
-        if spec is not None:
-            values.update(spec.overrides)
-        return ModelProfile(**values)
-
-
-@attrs.frozen
-class ModelProfile:
-    """One model's output lengths, latency and engine, resolved."""
-
-    tokens_mean: float
-    tokens_stddev: float
-    max_output_tokens: int
-    stream_tokens: tuple[int, int]
-    response_delay: Distribution
-    itl: Distribution
-    prefill_per_token: float
-    max_running: int
-    max_waiting: int
-    queue_timeout: float
-    reject_status: int
-    timeout_status: int
-    batch_slowdown: float
-    max_tokens_per_s: float
-    #: Built once: every request's plan reads it.
-    latency: LatencyModel = attrs.field(
-        init=False,
-        eq=False,
-        repr=False,
-        default=attrs.Factory(
-            lambda p: LatencyModel(p.response_delay, p.itl, p.prefill_per_token), takes_self=True
-        ),
-    )
-
-    @property
-    def engine(self) -> EngineConfig:
-        return EngineConfig(
-            max_running=self.max_running,
-            max_waiting=self.max_waiting,
-            queue_timeout=self.queue_timeout,
-            reject_status=self.reject_status,
-            timeout_status=self.timeout_status,
-            batch_slowdown=self.batch_slowdown,
-            max_tokens_per_s=self.max_tokens_per_s,
-        )
 
 
 # --- value parsers: each takes a CLI/env string or a native TOML value ---
@@ -435,6 +183,449 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(i) for i in items)
 
 
+def _credit_limit(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("unlimited", "none"):
+        return None
+    return _number(0.0, 1e12)(value)
+
+
+_NO_DELAY = latency.constant(0.0)
+
+
+def _as_distribution(value: object) -> Distribution:
+    """Seconds mean a constant latency (``itl=0.02`` is 20 ms), as the parsed forms do."""
+    if isinstance(value, Distribution):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return latency.constant(float(value))
+    raise TypeError(f"expected a Distribution or seconds, got {value!r}")
+
+
+# --- how the startup log line shows a value (the default: str, lists comma-joined) ---
+
+
+def _show_ms(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms"
+
+
+def _show_latency(distribution: Distribution) -> str:
+    return f"{distribution.describe()}ms"
+
+
+def _show_range(bounds: tuple[int, int]) -> str:
+    return f"{bounds[0]}-{bounds[1]}"
+
+
+# --- API keys (mockoai.pipeline.auth checks them; they are configured here) ---
+
+#: Longest key accepted in configuration: the rate limiter keys its buckets
+#: by the first 128 characters of a key (L{mockoai.pipeline.limits.KEY_CHARS}).
+MAX_KEY_CHARS = 128
+
+
+def mask(key: str) -> str:
+    """
+    A key as OpenAI quotes it back: the first 8 and last 4 characters with
+    one ``*`` per character between (``sk-5f6ce*****…acdb``); keys of 12
+    characters or fewer are quoted whole, as OpenAI quotes ``dummy``.
+    """
+    if len(key) <= 12:
+        return key
+    return key[:8] + "*" * (len(key) - 12) + key[-4:]
+
+
+@attrs.frozen
+class ApiKey:
+    """
+    One accepted key.  ``label`` names it in the request log and on
+    OpenRouter's ``/api/v1/key`` (default: the masked key); ``rpm`` and
+    ``tpm`` replace ``--rpm``/``--tpm`` for this key (``None``: the global
+    limit applies; 0: no limit).
+    """
+
+    key: str
+    label: str = ""
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or mask(self.key)
+
+    def __str__(self) -> str:
+        # What the startup log shows: never the key itself.
+        limits = "".join(
+            f":{kind}={value}" for kind, value in (("rpm", self.rpm), ("tpm", self.tpm)) if value
+        )
+        return f"{self.name}{limits}"
+
+
+@attrs.frozen
+class KeysFile:
+    """The keys read from ``--api-keys-file`` at startup (shown as its path)."""
+
+    path: str
+    keys: tuple[ApiKey, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.path} ({len(self.keys)} keys)"
+
+
+_ENTRY_KEYS = frozenset({"key", "label", "rpm", "tpm"})
+
+
+def _limit(entry: dict[str, Any], kind: str) -> int | None:
+    value = entry.get(kind)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+        raise ValueError(f"{kind} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def parse_key(value: object) -> ApiKey:
+    """A key as a string, or a table ``{key, label, rpm, tpm}``."""
+    entry: dict[str, Any] = {"key": value} if isinstance(value, str) else {}
+    if isinstance(value, dict):
+        unknown = set(value) - _ENTRY_KEYS
+        if unknown:
+            raise ValueError(f"unknown key field(s) {', '.join(sorted(map(str, unknown)))}")
+        entry = value
+    elif not isinstance(value, str):
+        raise ValueError(f"expected a key or a table with key, label, rpm, tpm; got {value!r}")
+    key = entry.get("key")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_CHARS or not all("!" <= c <= "~" for c in key):
+        raise ValueError(
+            f"a key must be 1-{MAX_KEY_CHARS} printable ASCII characters without spaces, "
+            f"got {mask(key)!r}"
+        )
+    label = entry.get("label", "")
+    if not isinstance(label, str):
+        raise ValueError(f"label must be a string, got {label!r}")
+    return ApiKey(key, label, _limit(entry, "rpm"), _limit(entry, "tpm"))
+
+
+def parse_keys(value: object) -> tuple[ApiKey, ...]:
+    """``--api-key`` (repeatable), ``MOCKOAI_API_KEYS=k1,k2`` or a profile's list."""
+    if isinstance(value, str):
+        items: list[object] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError(f"expected a list of keys, got {value!r}")
+    keys = tuple(parse_key(item) for item in items)
+    _unique(keys)
+    return keys
+
+
+def parse_keys_file(value: object) -> KeysFile:
+    """
+    ``--api-keys-file``: TOML (``[[keys]]`` tables) or, for a ``.json``
+    name, JSON (``{"keys": [...]}`` or a bare list), read at startup.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a file name, got {value!r}")
+    try:
+        with open(value, "rb") as handle:
+            raw = handle.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {value}: {e.strerror}") from None
+    try:
+        if value.endswith(".json"):
+            data: Any = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        kind = "JSON" if value.endswith(".json") else "TOML"
+        raise ValueError(f"{value} is not valid {kind}: {e}") from None
+    entries = data.get("keys") if isinstance(data, dict) else data
+    if isinstance(data, dict) and set(data) - {"keys"}:
+        raise ValueError(f"{value}: unknown setting(s) {', '.join(sorted(set(data) - {'keys'}))}")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{value}: expected a non-empty list of keys")
+    keys = []
+    for n, entry in enumerate(entries, 1):
+        try:
+            keys.append(parse_key(entry))
+        except ValueError as e:
+            raise ValueError(f"{value}: key {n}: {e}") from None
+    _unique(keys)
+    return KeysFile(value, tuple(keys))
+
+
+def _unique(keys: Iterable[ApiKey]) -> None:
+    seen: set[str] = set()
+    for k in keys:
+        if k.key in seen:
+            raise ValueError(f"key {mask(k.key)} is given twice")
+        seen.add(k.key)
+
+
+# --- CORS (mockoai.wire.cors applies it; it is configured here) ---
+
+#: ``*`` as the allowed origins (any) or headers: echo what the preflight
+#: asks for.  (A literal ``*`` would not cover ``Authorization``, which
+#: browsers require to be named.)
+CORS_ANY = "*"
+CORS_METHODS = ("GET", "POST")
+CORS_MAX_AGE = 600
+
+_ORIGIN_SYNTAX = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s*]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _items(value: object) -> list[str]:
+    if isinstance(value, str):
+        items: list[object] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = [v.strip() if isinstance(v, str) else v for v in value]
+    else:
+        raise ValueError(f"expected a list, got {value!r}")
+    if not items or not all(isinstance(i, str) and i for i in items):
+        raise ValueError(f"expected a non-empty list of non-empty strings, got {value!r}")
+    return [str(i) for i in items]
+
+
+def parse_origins(value: object) -> tuple[str, ...]:
+    """Origins as browsers send them (``https://app.example:8443``), or ``*``."""
+    origins = []
+    for item in _items(value):
+        origin = item.lower().rstrip("/")
+        if origin != CORS_ANY and not _ORIGIN_SYNTAX.match(origin):
+            raise ValueError(f"expected an origin like https://app.example:8443 or *, got {item!r}")
+        origins.append(origin)
+    return tuple(origins)
+
+
+def parse_tokens(value: object) -> tuple[str, ...]:
+    """Method or header names (HTTP tokens), or ``*``."""
+    items = _items(value)
+    for item in items:
+        if not _TOKEN.match(item):
+            raise ValueError(f"expected HTTP method or header names, got {item!r}")
+    return tuple(items)
+
+
+# --- declaring settings: each once, as a field of its group ---
+
+_SETTING = "mockoai.setting"
+_GROUP = "mockoai.group"
+_TABLE_KEY = "mockoai.table_key"
+
+_G = TypeVar("_G")
+
+
+@attrs.frozen
+class Field:
+    """
+    One setting, as the registry knows it.  ``name`` is the TOML key; the
+    command-line option (``cli`` when it differs) and the environment
+    variable derive from it.  ``path`` is where the value sits in
+    L{Settings}: the groups, then the attribute.
+    """
+
+    name: str
+    parse: Callable[[object], Any]
+    help: str
+    flag: bool = False
+    repeatable: bool = False
+    cli: str = ""
+    metavar: str = ""
+    show: Callable[[Any], str] | None = None
+    path: tuple[str, ...] = ()
+
+    @property
+    def option(self) -> str:
+        return self.cli or self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def get(self, settings: Settings) -> Any:
+        """This setting's value in ``settings``."""
+        value: Any = settings
+        for attr in self.path:
+            value = getattr(value, attr)
+        return value
+
+    def describe(self, value: Any) -> str:
+        """``value`` as the startup log line shows it."""
+        if self.show is not None:
+            return self.show(value)
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return str(value)
+
+
+def setting(
+    default: Any,
+    parse: Callable[[object], Any],
+    help: str,
+    *,
+    name: str = "",
+    flag: bool = False,
+    repeatable: bool = False,
+    cli: str = "",
+    metavar: str = "",
+    show: Callable[[Any], str] | None = None,
+    converter: Callable[[Any], Any] | None = None,
+) -> Any:
+    """
+    A group's field that is a setting: its default, the parser of its raw
+    (CLI, environment or TOML) values, its help text, and ``name`` when the
+    external name is not the attribute's (``origins`` is ``cors_origins``).
+    """
+    declared = Field(name, parse, help, flag, repeatable, cli, metavar, show)
+    return attrs.field(default=default, converter=converter, metadata={_SETTING: declared})
+
+
+def group(cls: type[_G]) -> _G:
+    """A field holding a group of settings (itself a frozen attrs class of L{setting}s)."""
+    field: _G = attrs.field(factory=cls, metadata={_GROUP: cls})
+    return field
+
+
+#: One slot of a group: (attribute, its setting or None, its group class or None).
+_Slot = tuple[str, "Field | None", "type[Any] | None"]
+
+
+_LAYOUTS: dict[type[Any], tuple[_Slot, ...]] = {}
+
+
+def _layout(cls: type[Any]) -> tuple[_Slot, ...]:
+    """The settings and subgroups of a group class, with the settings' names resolved."""
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        slots: list[_Slot] = []
+        for a in attrs.fields(cls):
+            declared = a.metadata.get(_SETTING)
+            if declared is not None:
+                name = declared.name or a.name
+                slots.append((a.name, attrs.evolve(declared, name=name), None))
+            elif _GROUP in a.metadata:
+                slots.append((a.name, None, a.metadata[_GROUP]))
+        layout = _LAYOUTS[cls] = tuple(slots)
+    return layout
+
+
+def _fields(cls: type[Any], path: tuple[str, ...] = ()) -> Iterator[Field]:
+    for attr, field, sub in _layout(cls):
+        if sub is not None:
+            yield from _fields(sub, (*path, attr))
+        elif field is not None:
+            yield attrs.evolve(field, path=(*path, attr))
+
+
+def _build(cls: type[_G], values: dict[str, Any]) -> _G:
+    """Group ``cls`` from flat names; the names it takes are removed from ``values``."""
+    kwargs: dict[str, Any] = {}
+    for attr, field, sub in _layout(cls):
+        if sub is not None:
+            kwargs[attr] = _build(sub, values)
+        elif field is not None and field.name in values:
+            kwargs[attr] = values.pop(field.name)
+    return cls(**kwargs)
+
+
+def _replace(instance: _G, values: Mapping[str, Any]) -> _G:
+    """``instance`` with the settings named in ``values`` replaced, at any depth."""
+    changes: dict[str, Any] = {}
+    for attr, field, sub in _layout(type(instance)):
+        if sub is not None:
+            inner = getattr(instance, attr)
+            replaced = _replace(inner, values)
+            if replaced is not inner:
+                changes[attr] = replaced
+        elif field is not None and field.name in values:
+            changes[attr] = values[field.name]
+    return attrs.evolve(instance, **changes) if changes else instance  # type: ignore[misc]
+
+
+def _table_key(default: Any, parse: Callable[[object], Any]) -> Any:
+    """A field of a [[models]] table that is not a per-model setting (OpenRouter's prices...)."""
+    return attrs.field(default=default, metadata={_TABLE_KEY: parse})
+
+
+# --- models, providers ---
+
+_PRICE = _number(0.0, 1.0)  # USD per token
+
+
+@attrs.frozen
+class ModelSpec:
+    """
+    One served model.  ``endpoints`` says which of chat/completions accept it
+    (a profile may restrict it); ``native`` is OpenAI's own mapping, which
+    only ``--strict-endpoints`` applies: real benchmark tools take the first
+    listed model for both endpoints, as vLLM serves every model on both.
+    """
+
+    id: str
+    owned_by: str = "mockoai"
+    created: int = 1700000000
+    endpoints: frozenset[str] = ENDPOINT_KINDS
+    native: frozenset[str] = ENDPOINT_KINDS
+    #: Per-model values of L{PER_MODEL} settings (parsed), overriding the globals.
+    overrides: tuple[tuple[str, Any], ...] = ()
+    #: OpenRouter mode: USD per prompt and per completion token; the providers
+    #: serving it (the first is the default; none = every configured provider);
+    #: its context window; and the share of its streams that fail, after how
+    #: many tokens.
+    prompt_price: float = _table_key(0.0, _PRICE)
+    completion_price: float = _table_key(0.0, _PRICE)
+    providers: tuple[str, ...] = _table_key((), _strings)
+    context_length: int = _table_key(128_000, _integer(1, 100_000_000))
+    stream_error_rate: float = _table_key(0.0, _number(0.0, 1.0))
+    stream_error_after: int = _table_key(0, _integer(0, 10_000_000))
+
+
+#: The OpenRouter-mode keys of a [[models]] table and their parsers.
+_ROUTER_MODEL_KEYS: dict[str, Callable[[object], Any]] = {
+    a.name: a.metadata[_TABLE_KEY] for a in attrs.fields(ModelSpec) if _TABLE_KEY in a.metadata
+}
+
+_CHAT_ONLY = frozenset({CHAT})
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("gpt-4o", "system", 1715367049, native=_CHAT_ONLY),
+    ModelSpec("gpt-4o-mini", "system", 1721172741, native=_CHAT_ONLY),
+    ModelSpec("gpt-4.1", "system", 1744316542, native=_CHAT_ONLY),
+    ModelSpec("gpt-4.1-mini", "system", 1744318173, native=_CHAT_ONLY),
+    ModelSpec("gpt-4.1-nano", "system", 1744321707, native=_CHAT_ONLY),
+    ModelSpec("o4-mini", "system", 1744225351, native=_CHAT_ONLY),
+    ModelSpec("gpt-5", "system", 1754425777, native=_CHAT_ONLY),
+    ModelSpec("gpt-5-mini", "system", 1754425928, native=_CHAT_ONLY),
+    ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, native=frozenset({COMPLETIONS})),
+)
+#: OpenAI's list prices (USD per prompt, completion token) and context windows,
+#: so OpenRouter mode reports realistic costs out of the box.
+_LIST_PRICES = {
+    "gpt-4o": (2.5e-6, 1e-5, 128_000),
+    "gpt-4o-mini": (1.5e-7, 6e-7, 128_000),
+    "gpt-4.1": (2e-6, 8e-6, 1_047_576),
+    "gpt-4.1-mini": (4e-7, 1.6e-6, 1_047_576),
+    "gpt-4.1-nano": (1e-7, 4e-7, 1_047_576),
+    "o4-mini": (1.1e-6, 4.4e-6, 200_000),
+    "gpt-5": (1.25e-6, 1e-5, 400_000),
+    "gpt-5-mini": (2.5e-7, 2e-6, 400_000),
+    "gpt-3.5-turbo-instruct": (1.5e-6, 2e-6, 4_096),
+}
+
+
+def _priced(spec: ModelSpec) -> ModelSpec:
+    if spec.id not in _LIST_PRICES:
+        return spec
+    prompt, completion, context = _LIST_PRICES[spec.id]
+    return attrs.evolve(
+        spec, prompt_price=prompt, completion_price=completion, context_length=context
+    )
+
+
+DEFAULT_MODELS = tuple(_priced(m) for m in DEFAULT_MODELS)
+
+
 def _model(value: object) -> ModelSpec:
     if isinstance(value, str):
         if not value or len(value) > 256 or any(c.isspace() for c in value):
@@ -469,17 +660,6 @@ def _model(value: object) -> ModelSpec:
     raise ValueError(f"expected a model id or table, got {value!r}")
 
 
-_PRICE = _number(0.0, 1.0)  # USD per token
-_ROUTER_MODEL_KEYS = {
-    "prompt_price": _PRICE,
-    "completion_price": _PRICE,
-    "providers": _strings,
-    "context_length": _integer(1, 100_000_000),
-    "stream_error_rate": _number(0.0, 1.0),
-    "stream_error_after": _integer(0, 10_000_000),
-}
-
-
 def _router_model(table: Mapping[str, object]) -> dict[str, Any]:
     """The OpenRouter-mode keys of a [[models]] table, parsed."""
     fields = {}
@@ -490,6 +670,74 @@ def _router_model(table: Mapping[str, object]) -> dict[str, Any]:
             except ValueError as e:
                 raise ValueError(f"{key}: {e}") from None
     return fields
+
+
+def _models(value: object) -> tuple[ModelSpec, ...]:
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = _strings(value)
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise ValueError(f"expected a list of models, got {value!r}")
+    models = tuple(_model(item) for item in items)
+    if not models:
+        raise ValueError("at least one model is needed")
+    ids = [m.id for m in models]
+    if len(set(ids)) != len(ids):
+        raise ValueError("model ids must be unique")
+    return models
+
+
+def _show_models(models: tuple[ModelSpec, ...]) -> str:
+    # A star marks a model with its own [[models]] overrides.
+    return ",".join(m.id + ("*" if m.overrides else "") for m in models)
+
+
+@attrs.frozen
+class ProviderSpec:
+    """
+    An upstream provider OpenRouter mode routes to.  ``price`` multiplies a
+    model's prices on this provider; ``latency`` (seconds) and ``throughput``
+    (tokens/s) are what ``provider.sort`` ranks by and ``/endpoints`` reports.
+    """
+
+    name: str
+    price: float = 1.0
+    latency: float = 0.0
+    throughput: float = 0.0
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace(" ", "-")
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.price != 1.0:
+            parts.append(f"price={self.price:g}")
+        if self.latency:
+            parts.append(f"latency={self.latency * 1000:g}")
+        if self.throughput:
+            parts.append(f"throughput={self.throughput:g}")
+        return ":".join(parts)
+
+
+@attrs.frozen
+class FailingSpec:
+    """A model (on one provider, or on all) that answers with ``status`` before any token."""
+
+    model: str
+    provider: str | None = None
+    status: int = 502
+
+    def __str__(self) -> str:
+        where = f"@{self.provider}" if self.provider else ""
+        return f"{self.model}{where}={self.status}"
+
+
+DEFAULT_PROVIDERS = (ProviderSpec("OpenAI"), ProviderSpec("Azure"))
+#: Statuses a failing model may answer with (OpenRouter's upstream errors).
+FAILING_STATUSES = (403, 408, 429, 502, 503)
 
 
 def _provider(value: object) -> ProviderSpec:
@@ -552,375 +800,504 @@ def _failing_models(value: object) -> tuple[FailingSpec, ...]:
     return tuple(failing)
 
 
-def _credit_limit(value: object) -> float | None:
-    if isinstance(value, str) and value.strip().lower() in ("unlimited", "none"):
-        return None
-    return _number(0.0, 1e12)(value)
-
-
-def _models(value: object) -> tuple[ModelSpec, ...]:
-    items: Iterable[object]
-    if isinstance(value, str):
-        items = _strings(value)
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
-        raise ValueError(f"expected a list of models, got {value!r}")
-    models = tuple(_model(item) for item in items)
-    if not models:
-        raise ValueError("at least one model is needed")
-    ids = [m.id for m in models]
-    if len(set(ids)) != len(ids):
-        raise ValueError("model ids must be unique")
-    return models
+# --- the groups ---
 
 
 @attrs.frozen
-class Field:
+class EngineConfig:
     """
-    One setting.  ``name`` is the Settings attribute and the TOML key;
-    the command-line flag and the environment variable derive from it.
+    Capacity and behaviour under load (L{mockoai.sim.engine.Engine});
+    ``max_running`` 0 means no engine.
     """
 
-    name: str
-    parse: Callable[[object], Any]
-    help: str
-    flag: bool = False
-    repeatable: bool = False
-    cli: str = ""
-    metavar: str = ""
+    max_running: int = setting(
+        0,
+        _integer(0, 100_000),
+        "Engine: sequences decoded together (vLLM's max-num-seqs); 0 = no engine, "
+        "every request paced on its own.",
+        metavar="N",
+    )
+    max_waiting: int = setting(
+        1024, _integer(0, 1_000_000), "Engine: queued requests beyond running.", metavar="N"
+    )
+    queue_timeout: float = setting(
+        0.0,
+        _number(0, 86400),
+        "Engine: seconds a request may wait queued (0 = no limit).",
+        metavar="S",
+    )
+    reject_status: int = setting(
+        429, _status(429, 503), "Engine: status when the queue is full.", metavar="CODE"
+    )
+    timeout_status: int = setting(
+        503, _status(503, 504), "Engine: status on a queue timeout.", metavar="CODE"
+    )
+    batch_slowdown: float = setting(
+        0.0,
+        _number(0, 100),
+        "Engine: k in step = itl * (1 + k * (batch - 1) / max_running).",
+        metavar="K",
+    )
+    max_tokens_per_s: float = setting(
+        0.0,
+        _number(0, 10_000_000),
+        "Engine: token throughput ceiling across all streams (0 = none).",
+        metavar="N",
+    )
 
     @property
-    def option(self) -> str:
-        return self.cli or self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+    def enabled(self) -> bool:
+        return self.max_running > 0
 
 
-FIELDS: tuple[Field, ...] = (
-    Field("config", _text, "TOML profile file (e.g. etc/profiles/latency.toml).", metavar="PATH"),
-    Field(
-        "listen",
+@attrs.frozen
+class ModelProfile:
+    """
+    One model's output lengths, latency and engine.  The globals are
+    ``settings.served.defaults``; a [[models]] table may set any of these
+    for its model alone, and L{Settings.profile} resolves the two.
+    """
+
+    tokens_mean: float = setting(
+        256.0, _number(1, 1_000_000), "Mean completion tokens per choice.", metavar="N"
+    )
+    tokens_stddev: float = setting(
+        64.0, _number(0, 1_000_000), "Stddev of completion tokens.", metavar="N"
+    )
+    max_output_tokens: int = setting(
+        4096,
+        _integer(1, 131_072),
+        "Cap on completion tokens per choice (the model's output limit).",
+        metavar="N",
+    )
+    stream_tokens: tuple[int, int] = setting(
+        (1, 1), _range, "Tokens per SSE event, a range like 1-4.", metavar="A-B", show=_show_range
+    )
+    response_delay: Distribution = setting(
+        _NO_DELAY,
+        latency.parse,
+        "Time to first token in ms, or a distribution: normal:200:20, lognormal:MEAN:SD, "
+        "uniform:LO:HI, p50=180,p99=400 (non-streaming waits the same total).",
+        metavar="MS|DIST",
+        show=_show_latency,
+        converter=_as_distribution,
+    )
+    itl: Distribution = setting(
+        _NO_DELAY,
+        latency.parse,
+        "Inter-token latency in ms, or a distribution.",
+        metavar="MS|DIST",
+        show=_show_latency,
+        converter=_as_distribution,
+    )
+    prefill_per_token: float = setting(  # seconds per prompt token (configured in ms)
+        0.0,
+        _milliseconds,
+        "Extra time to first token per prompt token, in ms (prefill cost).",
+        metavar="MS",
+        show=_show_ms,
+    )
+    engine: EngineConfig = group(EngineConfig)
+    #: Built once: every request's plan reads it.
+    latency: LatencyModel = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(
+            lambda p: LatencyModel(p.response_delay, p.itl, p.prefill_per_token), takes_self=True
+        ),
+    )
+
+
+@attrs.frozen
+class ModelSettings:
+    """The served models, and the profile every one starts from."""
+
+    models: tuple[ModelSpec, ...] = setting(
+        DEFAULT_MODELS,
+        _models,
+        "Model id to serve (repeatable; replaces the default OpenAI list).",
+        repeatable=True,
+        cli="model",
+        metavar="ID",
+        show=_show_models,
+    )
+    any_model: bool = setting(False, _boolean, "Accept any model name and echo it back.", flag=True)
+    strict_endpoints: bool = setting(
+        False,
+        _boolean,
+        "OpenAI's endpoint mapping: a chat model on /v1/completions (or the reverse) is a "
+        "404. Off by default: every model answers on both, as on vLLM.",
+        flag=True,
+    )
+    defaults: ModelProfile = group(ModelProfile)
+
+
+@attrs.frozen
+class AnswerSettings:
+    """What answers are made of: the generated corpus, and the fingerprint they carry."""
+
+    articles: int = setting(
+        4096, _integer(16, 65536), "Lorem-ipsum articles generated at startup.", metavar="N"
+    )
+    corpus_seed: int = setting(
+        0, _integer(0, 2**32 - 1), "Seed of the generated corpus.", metavar="N"
+    )
+    system_fingerprint: str = setting(
+        "fp_6d6f636b6f", _text, "system_fingerprint sent in responses.", metavar="FP"
+    )
+
+
+@attrs.frozen
+class ServerSettings:
+    """Where and how the server listens, and its connections' budgets."""
+
+    listen: tuple[str, ...] = setting(
+        ("tcp:3000",),
         _strings,
         "Endpoint to listen on, as a Twisted endpoint string (repeatable): "
         "tcp:3000:interface=127.0.0.1, unix:/run/mockoai.sock, ssl:8443:privateKey=..., "
         "systemd:domain=INET:index=0. Default tcp:3000.",
         repeatable=True,
         metavar="ENDPOINT",
-    ),
-    Field("port", _integer(0, 65535), "Shorthand for --listen tcp:PORT.", metavar="PORT"),
-    Field(
-        "models",
-        _models,
-        "Model id to serve (repeatable; replaces the default OpenAI list).",
-        repeatable=True,
-        cli="model",
-        metavar="ID",
-    ),
-    Field("any_model", _boolean, "Accept any model name and echo it back.", flag=True),
-    Field(
-        "strict_endpoints",
-        _boolean,
-        "OpenAI's endpoint mapping: a chat model on /v1/completions (or the reverse) is a "
-        "404. Off by default: every model answers on both, as on vLLM.",
-        flag=True,
-    ),
-    Field("tokens_mean", _number(1, 1_000_000), "Mean completion tokens per choice.", metavar="N"),
-    Field("tokens_stddev", _number(0, 1_000_000), "Stddev of completion tokens.", metavar="N"),
-    Field(
-        "max_output_tokens",
-        _integer(1, 131_072),
-        "Cap on completion tokens per choice (the model's output limit).",
-        metavar="N",
-    ),
-    Field("stream_tokens", _range, "Tokens per SSE event, a range like 1-4.", metavar="A-B"),
-    Field(
-        "response_delay",
-        latency.parse,
-        "Time to first token in ms, or a distribution: normal:200:20, lognormal:MEAN:SD, "
-        "uniform:LO:HI, p50=180,p99=400 (non-streaming waits the same total).",
-        metavar="MS|DIST",
-    ),
-    Field("itl", latency.parse, "Inter-token latency in ms, or a distribution.", metavar="MS|DIST"),
-    Field(
-        "prefill_per_token",
-        _milliseconds,
-        "Extra time to first token per prompt token, in ms (prefill cost).",
-        metavar="MS",
-    ),
-    Field(
-        "max_running",
-        _integer(0, 100_000),
-        "Engine: sequences decoded together (vLLM's max-num-seqs); 0 = no engine, "
-        "every request paced on its own.",
-        metavar="N",
-    ),
-    Field(
-        "max_waiting",
-        _integer(0, 1_000_000),
-        "Engine: queued requests beyond running.",
-        metavar="N",
-    ),
-    Field(
-        "queue_timeout",
-        _number(0, 86400),
-        "Engine: seconds a request may wait queued (0 = no limit).",
-        metavar="S",
-    ),
-    Field(
-        "reject_status", _status(429, 503), "Engine: status when the queue is full.", metavar="CODE"
-    ),
-    Field(
-        "timeout_status", _status(503, 504), "Engine: status on a queue timeout.", metavar="CODE"
-    ),
-    Field(
-        "batch_slowdown",
-        _number(0, 100),
-        "Engine: k in step = itl * (1 + k * (batch - 1) / max_running).",
-        metavar="K",
-    ),
-    Field(
-        "max_tokens_per_s",
-        _number(0, 10_000_000),
-        "Engine: token throughput ceiling across all streams (0 = none).",
-        metavar="N",
-    ),
-    Field("max_body_size", _size, "Largest request body accepted (413 above).", metavar="SIZE"),
-    Field(
-        "grace_period",
-        _number(0, 3600),
-        "Seconds in-flight requests get to finish on SIGTERM/SIGINT.",
-        metavar="S",
-    ),
-    Field(
-        "idle_timeout",
-        _number(0, 86400),
-        "Seconds before an idle connection is closed.",
-        metavar="S",
-    ),
-    Field(
-        "articles", _integer(16, 65536), "Lorem-ipsum articles generated at startup.", metavar="N"
-    ),
-    Field("corpus_seed", _integer(0, 2**32 - 1), "Seed of the generated corpus.", metavar="N"),
-    Field("access_log", _boolean, "Log every request (costs ~20% throughput).", flag=True),
-    Field("system_fingerprint", _text, "system_fingerprint sent in responses.", metavar="FP"),
-    Field(
-        "rpm", _integer(0, 10**9), "Requests per minute per API key (0 = unlimited).", metavar="N"
-    ),
-    Field(
-        "tpm", _integer(0, 10**12), "Tokens per minute per API key (0 = unlimited).", metavar="N"
-    ),
-    Field(
-        "ip_rpm",
-        _integer(0, 10**9),
-        "Requests per minute per client IP (0 = unlimited).",
-        metavar="N",
-    ),
-    Field(
-        "max_connections",
-        _integer(0, 10**7),
-        "Open connections per process beyond which new ones get a 503 (0 = no cap).",
-        metavar="N",
-    ),
-    Field(
-        "workers",
+    )
+    workers: int = setting(
+        1,
         _workers,
         "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core.",
         metavar="N",
-    ),
-    Field(
-        "http",
+    )
+    http: str = setting(
+        "auto",
         _http,
         "HTTP/1.1 stack: lean (httptools), twisted (twisted.web), or auto (lean if installed).",
         metavar="STACK",
-    ),
-    Field(
-        "openrouter_providers",
+    )
+    http2: bool = setting(
+        True,
+        _boolean,
+        "Offer HTTP/2 (ALPN h2) on ssl: listeners; off = HTTP/1.1 only.",
+        metavar="on|off",
+    )
+    max_connections: int = setting(
+        0,
+        _integer(0, 10**7),
+        "Open connections per process beyond which new ones get a 503 (0 = no cap).",
+        metavar="N",
+    )
+    max_body_size: int = setting(
+        16 * 1024 * 1024, _size, "Largest request body accepted (413 above).", metavar="SIZE"
+    )
+    idle_timeout: float = setting(
+        60.0, _number(0, 86400), "Seconds before an idle connection is closed.", metavar="S"
+    )
+    grace_period: float = setting(
+        10.0,
+        _number(0, 3600),
+        "Seconds in-flight requests get to finish on SIGTERM/SIGINT.",
+        metavar="S",
+    )
+
+
+@attrs.frozen
+class HttpLimits:
+    """The limits on a request's head (L{mockoai.wire.guard}); 0 turns ``header_timeout`` off."""
+
+    max_url_length: int = setting(
+        8192, _integer(64, 1 << 20), "Longest request target (414 above).", metavar="N"
+    )
+    max_headers: int = setting(
+        100, _integer(8, 10_000), "Most header fields (431 above).", metavar="N"
+    )
+    max_header_bytes: int = setting(
+        64 * 1024, _size, "Most bytes of header names and values (431 above).", metavar="SIZE"
+    )
+    header_timeout: float = setting(
+        10.0,
+        _number(0, 3600),
+        "Seconds a client has to send a request's headers, from connecting or from the "
+        "first byte of a later request; slower ones get 408 and are closed (0 = no limit).",
+        metavar="S",
+    )
+
+    @property
+    def head_bytes(self) -> int:
+        """The most a request head may take on the wire (line, fields, framing)."""
+        return self.max_url_length + self.max_header_bytes + 4 * self.max_headers + 1024
+
+
+@attrs.frozen
+class InputLimits:
+    """
+    What a request body may hold (L{mockoai.pipeline.validate}): nesting
+    depth, chat messages, characters per string and in all, and ``n``.
+    """
+
+    max_json_depth: int = setting(
+        64,
+        _integer(2, 512),
+        "Deepest nesting of arrays and objects in a body (unparseable JSON, 400, above).",
+        metavar="N",
+    )
+    max_messages: int = setting(
+        2048, _integer(1, 1_000_000), "Most chat messages (400 above).", metavar="N"
+    )
+    max_string_length: int = setting(
+        10_485_760,
+        _integer(1, 1 << 30),
+        "Longest message content or prompt string, in characters (400 above).",
+        metavar="N",
+    )
+    max_prompt_chars: int = setting(  # 0: only the body size bounds it
+        0,
+        _integer(0, 1 << 34),
+        "Most characters of message content or prompt text in all (0 = no limit).",
+        metavar="N",
+    )
+    max_n: int = setting(
+        128, _integer(1, 10_000), "Largest n, choices per prompt (400 above).", metavar="N"
+    )
+
+
+@attrs.frozen
+class RateSettings:
+    """OpenAI's rate limits, per API key and per client IP (0 = unlimited)."""
+
+    rpm: int = setting(
+        0, _integer(0, 10**9), "Requests per minute per API key (0 = unlimited).", metavar="N"
+    )
+    tpm: int = setting(
+        0, _integer(0, 10**12), "Tokens per minute per API key (0 = unlimited).", metavar="N"
+    )
+    ip_rpm: int = setting(
+        0, _integer(0, 10**9), "Requests per minute per client IP (0 = unlimited).", metavar="N"
+    )
+
+
+@attrs.frozen
+class AuthSettings:
+    """The API keys the server accepts (L{mockoai.pipeline.auth}); none = any or no key."""
+
+    keys: tuple[ApiKey, ...] = setting(
+        (),
+        parse_keys,
+        "API key the server accepts (repeatable); none = any or no key is accepted.",
+        name="api_keys",
+        repeatable=True,
+        cli="api-key",
+        metavar="KEY",
+    )
+    keys_file: KeysFile | None = setting(
+        None,
+        parse_keys_file,
+        "TOML or .json file of accepted keys: [[keys]] with key, label, rpm, tpm.",
+        name="api_keys_file",
+        metavar="PATH",
+    )
+    #: Keys are required on /health, /metrics and /stats too.
+    health: bool = setting(
+        False,
+        _boolean,
+        "With API keys: require a key on /health, /metrics and /stats too.",
+        name="auth_health",
+        flag=True,
+    )
+
+    @property
+    def all_keys(self) -> tuple[ApiKey, ...]:
+        """The keys of ``--api-key`` and of ``--api-keys-file`` together."""
+        if self.keys_file is None:
+            return self.keys
+        return self.keys + self.keys_file.keys
+
+
+@attrs.frozen
+class CorsSettings:
+    """Which browser origins may call the API (L{mockoai.wire.cors}); no origin = CORS off."""
+
+    origins: tuple[str, ...] = setting(
+        (),
+        parse_origins,
+        "Origin allowed to call the API from a browser (repeatable), or *; none = CORS off.",
+        name="cors_origins",
+        repeatable=True,
+        cli="cors-origin",
+        metavar="ORIGIN",
+    )
+    methods: tuple[str, ...] = setting(
+        CORS_METHODS,
+        parse_tokens,
+        "CORS: methods a preflight allows, comma-separated. Default GET,POST.",
+        name="cors_methods",
+        metavar="LIST",
+    )
+    headers: tuple[str, ...] = setting(
+        (CORS_ANY,),
+        parse_tokens,
+        "CORS: request headers a preflight allows, comma-separated; * (default) = "
+        "whatever the preflight asks for.",
+        name="cors_headers",
+        metavar="LIST",
+    )
+    max_age: int = setting(
+        CORS_MAX_AGE,
+        _integer(0, 86400),
+        "CORS: seconds a browser may cache a preflight answer.",
+        name="cors_max_age",
+        metavar="S",
+    )
+    credentials: bool = setting(
+        False,
+        _boolean,
+        "CORS: allow credentialed requests (cookies); the origin is echoed instead of *.",
+        name="cors_credentials",
+        flag=True,
+    )
+
+
+@attrs.frozen
+class OpenRouterSettings:
+    """OpenRouter mode (``/api/v1/``): providers, failures, credits, generations."""
+
+    providers: tuple[ProviderSpec, ...] = setting(
+        DEFAULT_PROVIDERS,
         _providers,
         "OpenRouter mode: upstream providers, comma-separated, each Name or "
         "Name:price=FACTOR:latency=MS:throughput=TOKENS_PER_S. Default OpenAI,Azure.",
+        name="openrouter_providers",
         metavar="LIST",
-    ),
-    Field(
-        "openrouter_failing_models",
+    )
+    failing_models: tuple[FailingSpec, ...] = setting(
+        (),
         _failing_models,
         "OpenRouter mode: models that fail before answering, comma-separated "
         "MODEL[@PROVIDER][=STATUS] (status 403, 408, 429, 502 or 503; default 502).",
+        name="openrouter_failing_models",
         metavar="LIST",
-    ),
-    Field(
-        "openrouter_credit_limit",
+    )
+    credit_limit: float | None = setting(  # USD per API key; None = unlimited
+        None,
         _credit_limit,
         "OpenRouter mode: USD each API key may spend before it gets 402 (default unlimited).",
+        name="openrouter_credit_limit",
         metavar="USD",
-    ),
-    Field(
-        "openrouter_processing_interval",
+    )
+    processing_interval: float = setting(  # seconds (configured in ms); 0 = off
+        1.0,
         _milliseconds,
         "OpenRouter mode: ms between ': OPENROUTER PROCESSING' comments while a stream "
         "waits for its first token (0 = none).",
+        name="openrouter_processing_interval",
         metavar="MS",
-    ),
-    Field(
-        "openrouter_generations",
+        show=_show_ms,
+    )
+    generations: int = setting(
+        10_000,
         _integer(1, 10_000_000),
         "OpenRouter mode: finished generations kept for /api/v1/generation.",
+        name="openrouter_generations",
         metavar="N",
-    ),
-    Field(
-        "openrouter_generation_ttl",
+    )
+    generation_ttl: float = setting(
+        3600.0,
         _number(1, 30 * 86400),
         "OpenRouter mode: seconds a finished generation stays queryable.",
+        name="openrouter_generation_ttl",
         metavar="S",
-    ),
-    # --- fields: observability ---
-    Field(
-        "kv_cache_tokens",
+    )
+
+
+@attrs.frozen
+class ObservabilitySettings:
+    """What the server tells about itself: access and request logs, the KV-cache gauge."""
+
+    access_log: bool = setting(
+        False, _boolean, "Log every request (costs ~20% throughput).", flag=True
+    )
+    request_log: str | None = setting(
+        None,
+        _text,
+        "Write one JSON line per request to this file (with --workers, one file per "
+        "worker: PATH-0, PATH-1, ...).",
+        metavar="PATH",
+    )
+    request_log_max_size: int = setting(
+        100 * 1024 * 1024,
+        _size,
+        "Rotate the request log when it reaches this size (default 100MiB).",
+        metavar="SIZE",
+    )
+    request_log_files: int = setting(
+        5, _integer(1, 1000), "Rotated request-log files kept (PATH.1 is the newest).", metavar="N"
+    )
+    kv_cache_tokens: int = setting(  # 0 = vllm:kv_cache_usage_perc is the share of --max-running
+        0,
         _integer(0, 10**10),
         "Engine: simulated KV-cache capacity in tokens, for vllm:kv_cache_usage_perc "
         "(prompt + output tokens held by running sequences / this); 0 = running "
         "sequences / --max-running.",
         metavar="N",
-    ),
-    Field(
-        "request_log",
-        _text,
-        "Write one JSON line per request to this file (with --workers, one file per "
-        "worker: PATH-0, PATH-1, ...).",
-        metavar="PATH",
-    ),
-    Field(
-        "request_log_max_size",
-        _size,
-        "Rotate the request log when it reaches this size (default 100MiB).",
-        metavar="SIZE",
-    ),
-    Field(
-        "request_log_files",
-        _integer(1, 1000),
-        "Rotated request-log files kept (PATH.1 is the newest).",
-        metavar="N",
-    ),
-    # --- fields: auth-cors ---
-    Field(
-        "api_keys",
-        auth.parse_keys,
-        "API key the server accepts (repeatable); none = any or no key is accepted.",
-        repeatable=True,
-        cli="api-key",
-        metavar="KEY",
-    ),
-    Field(
-        "api_keys_file",
-        auth.parse_keys_file,
-        "TOML or .json file of accepted keys: [[keys]] with key, label, rpm, tpm.",
-        metavar="PATH",
-    ),
-    Field(
-        "auth_health",
-        _boolean,
-        "With API keys: require a key on /health, /metrics and /stats too.",
-        flag=True,
-    ),
-    Field(
-        "cors_origins",
-        cors.parse_origins,
-        "Origin allowed to call the API from a browser (repeatable), or *; none = CORS off.",
-        repeatable=True,
-        cli="cors-origin",
-        metavar="ORIGIN",
-    ),
-    Field(
-        "cors_methods",
-        cors.parse_tokens,
-        "CORS: methods a preflight allows, comma-separated. Default GET,POST.",
-        metavar="LIST",
-    ),
-    Field(
-        "cors_headers",
-        cors.parse_tokens,
-        "CORS: request headers a preflight allows, comma-separated; * (default) = "
-        "whatever the preflight asks for.",
-        metavar="LIST",
-    ),
-    Field(
-        "cors_max_age",
-        _integer(0, 86400),
-        "CORS: seconds a browser may cache a preflight answer.",
-        metavar="S",
-    ),
-    Field(
-        "cors_credentials",
-        _boolean,
-        "CORS: allow credentialed requests (cookies); the origin is echoed instead of *.",
-        flag=True,
-    ),
-    # --- fields: hostile-input ---
-    Field(
-        "header_timeout",
-        _number(0, 3600),
-        "Seconds a client has to send a request's headers, from connecting or from the "
-        "first byte of a later request; slower ones get 408 and are closed (0 = no limit).",
-        metavar="S",
-    ),
-    Field(
-        "max_url_length", _integer(64, 1 << 20), "Longest request target (414 above).", metavar="N"
-    ),
-    Field("max_headers", _integer(8, 10_000), "Most header fields (431 above).", metavar="N"),
-    Field(
-        "max_header_bytes",
-        _size,
-        "Most bytes of header names and values (431 above).",
-        metavar="SIZE",
-    ),
-    Field(
-        "max_json_depth",
-        _integer(2, 512),
-        "Deepest nesting of arrays and objects in a body (unparseable JSON, 400, above).",
-        metavar="N",
-    ),
-    Field("max_messages", _integer(1, 1_000_000), "Most chat messages (400 above).", metavar="N"),
-    Field(
-        "max_string_length",
-        _integer(1, 1 << 30),
-        "Longest message content or prompt string, in characters (400 above).",
-        metavar="N",
-    ),
-    Field(
-        "max_prompt_chars",
-        _integer(0, 1 << 34),
-        "Most characters of message content or prompt text in all (0 = no limit).",
-        metavar="N",
-    ),
-    Field("max_n", _integer(1, 10_000), "Largest n, choices per prompt (400 above).", metavar="N"),
-    # --- fields: tls-http2 ---
-    Field(
-        "http2",
-        _boolean,
-        "Offer HTTP/2 (ALPN h2) on ssl: listeners; off = HTTP/1.1 only.",
-        metavar="on|off",
-    ),
-)
+    )
+
+
+@attrs.frozen
+class Settings:
+    """Everything the server needs to know, already validated, in groups."""
+
+    config: str | None = setting(
+        None, _text, "TOML profile file (e.g. etc/profiles/latency.toml).", metavar="PATH"
+    )
+    server: ServerSettings = group(ServerSettings)
+    served: ModelSettings = group(ModelSettings)
+    answers: AnswerSettings = group(AnswerSettings)
+    http_limits: HttpLimits = group(HttpLimits)
+    input_limits: InputLimits = group(InputLimits)
+    rates: RateSettings = group(RateSettings)
+    auth: AuthSettings = group(AuthSettings)
+    cors: CorsSettings = group(CorsSettings)
+    openrouter: OpenRouterSettings = group(OpenRouterSettings)
+    observability: ObservabilitySettings = group(ObservabilitySettings)
+
+    @classmethod
+    def from_values(cls, **values: Any) -> Settings:
+        """
+        Settings from flat, already parsed values under their external names
+        (``max_running=4, itl=0.02, cors_origins=("*",)``); the rest default.
+        """
+        remaining = dict(values)
+        settings = _build(cls, remaining)
+        if remaining:
+            raise TypeError(f"no such setting: {sorted(remaining)[0]!r}")
+        return settings
+
+    def serves(self, spec: ModelSpec, kind: str) -> bool:
+        """Whether ``spec`` answers on ``kind`` (OpenAI's mapping under strict_endpoints)."""
+        if kind not in spec.endpoints:
+            return False
+        return kind in spec.native or not self.served.strict_endpoints
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        for spec in self.served.models:
+            if spec.id == model_id:
+                return spec
+        return None
+
+    def profile(self, spec: ModelSpec | None = None) -> ModelProfile:
+        """Everything that shapes one model's answers: the defaults, then its overrides."""
+        defaults = self.served.defaults
+        if spec is None or not spec.overrides:
+            return defaults
+        return _replace(defaults, dict(spec.overrides))
+
+
+# --- the registry, derived from the groups ---
+
+#: Shorthand for a listen endpoint: not a value of its own in L{Settings}.
+PORT = Field("port", _integer(0, 65535), "Shorthand for --listen tcp:PORT.", metavar="PORT")
+FIELDS: tuple[Field, ...] = (*_fields(Settings), PORT)
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 #: Settings a [[models]] table may set for that model alone.
-PER_MODEL = (
-    "tokens_mean",
-    "tokens_stddev",
-    "max_output_tokens",
-    "stream_tokens",
-    "response_delay",
-    "itl",
-    "prefill_per_token",
-    "max_running",
-    "max_waiting",
-    "queue_timeout",
-    "reject_status",
-    "timeout_status",
-    "batch_slowdown",
-    "max_tokens_per_s",
-)
+PER_MODEL: tuple[str, ...] = tuple(f.name for f in _fields(ModelProfile))
 
 
 def _read_profile(path: str) -> dict[str, object]:
@@ -931,7 +1308,7 @@ def _read_profile(path: str) -> dict[str, object]:
         raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
-    unknown = sorted(set(data) - set(FIELDS_BY_NAME) - {"config"})
+    unknown = sorted(set(data) - set(FIELDS_BY_NAME))
     if unknown:
         raise ConfigError(f"config: {path}: unknown setting {unknown[0]!r}")
     return data
@@ -980,10 +1357,10 @@ def load_settings(
             continue
         take(field, raw, f"--{field.option}")
 
-    port = values.pop("port", None)
+    port = values.pop(PORT.name, None)
     if port is not None:
         values["listen"] = (*values.get("listen", ()), f"tcp:{port}")
-    settings = Settings(**values)
+    settings = Settings.from_values(**values)
     _check(settings)
     return settings
 
@@ -992,7 +1369,8 @@ def _check(settings: Settings) -> None:
     """Cross-field rules: things no single parser can see."""
     from twisted.internet.endpoints import serverFromString
 
-    for description in settings.listen:
+    server = settings.server
+    for description in server.listen:
         try:
             # A reactor is not needed to build (not listen on) an endpoint.
             serverFromString(None, description)
@@ -1009,67 +1387,56 @@ def _check(settings: Settings) -> None:
                     f"and certificate (OpenSSL: {'; '.join(str(r[-1]) for r in reasons)})"
                 ) from None
             raise ConfigError(f"--listen: cannot use endpoint {description!r}: {e}") from None
-    if settings.workers > 1:
-        for description in settings.listen:
+    if server.workers > 1:
+        for description in server.listen:
             if description.split(":", 1)[0] not in ("tcp", "tcp6"):
                 raise ConfigError(
-                    f"--workers: {settings.workers} workers share tcp: endpoints only, "
+                    f"--workers: {server.workers} workers share tcp: endpoints only, "
                     f"not {description!r}"
                 )
     # Answers are slices of the generated text, which must be long enough
     # for the longest one (an article has at least ~150 tokens).
-    if settings.max_output_tokens > settings.articles * 150:
+    defaults, articles = settings.served.defaults, settings.answers.articles
+    if defaults.max_output_tokens > articles * 150:
         raise ConfigError(
-            f"--max-output-tokens: {settings.max_output_tokens} tokens need more text than "
-            f"--articles {settings.articles} gives; use --articles "
-            f"{-(-settings.max_output_tokens // 150)} or more"
+            f"--max-output-tokens: {defaults.max_output_tokens} tokens need more text than "
+            f"--articles {articles} gives; use --articles "
+            f"{-(-defaults.max_output_tokens // 150)} or more"
         )
-    if settings.tokens_mean > settings.max_output_tokens * 4:
+    if defaults.tokens_mean > defaults.max_output_tokens * 4:
         raise ConfigError(
-            f"--tokens-mean: {settings.tokens_mean:g} is far above "
-            f"--max-output-tokens {settings.max_output_tokens}"
+            f"--tokens-mean: {defaults.tokens_mean:g} is far above "
+            f"--max-output-tokens {defaults.max_output_tokens}"
         )
-    known = {p.slug for p in settings.openrouter_providers}
-    for spec in settings.models:
+    known = {p.slug for p in settings.openrouter.providers}
+    for spec in settings.served.models:
         for name in spec.providers:
             if name.lower().replace(" ", "-") not in known:
                 raise ConfigError(
                     f"models: {spec.id} names provider {name!r}, "
                     "which is not in --openrouter-providers"
                 )
-    for failing in settings.openrouter_failing_models:
+    for failing in settings.openrouter.failing_models:
         if failing.provider and failing.provider.lower().replace(" ", "-") not in known:
             raise ConfigError(
                 f"--openrouter-failing-models: {failing} names provider {failing.provider!r}, "
                 "which is not in --openrouter-providers"
             )
-    if settings.api_keys and settings.api_keys_file is not None:
-        given = {k.key for k in settings.api_keys}
-        for k in settings.api_keys_file.keys:
+    auth = settings.auth
+    if auth.keys and auth.keys_file is not None:
+        given = {k.key for k in auth.keys}
+        for k in auth.keys_file.keys:
             if k.key in given:
-                raise ConfigError(
-                    f"--api-keys-file: key {auth.mask(k.key)} is also given by --api-key"
-                )
+                raise ConfigError(f"--api-keys-file: key {mask(k.key)} is also given by --api-key")
 
 
 def describe(settings: Settings) -> str:
     """The effective configuration, one line, for the startup log."""
-    parts = []
-    for field in FIELDS:
-        if field.name in ("config", "port"):
-            continue
-        value = getattr(settings, field.name)
-        if field.name == "models":
-            value = ",".join(m.id + ("*" if m.overrides else "") for m in value)
-        elif field.name in ("response_delay", "itl"):
-            value = f"{value.describe()}ms"
-        elif field.name in ("prefill_per_token", "openrouter_processing_interval"):
-            value = f"{value * 1000:g}ms"
-        elif field.name == "stream_tokens":
-            value = f"{value[0]}-{value[1]}"
-        elif isinstance(value, tuple):
-            value = ",".join(map(str, value))
-        parts.append(f"{field.name}={value}")
+    parts = [
+        f"{field.name}={field.describe(field.get(settings))}"
+        for field in FIELDS
+        if field is not PORT and field.name != "config"
+    ]
     if settings.config:
         parts.insert(0, f"config={settings.config}")
     return " ".join(parts)

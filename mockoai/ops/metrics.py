@@ -106,7 +106,7 @@ def engine_state(core: Core) -> list[tuple[str, int, int, int, int]]:
     """
     out = []
     seen = set()
-    kv_tokens = core.settings.kv_cache_tokens
+    kv_tokens = core.settings.observability.kv_cache_tokens
     for engine in core.engines():
         if id(engine) in seen:
             continue

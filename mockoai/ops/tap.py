@@ -4,9 +4,11 @@
 
 The options are generated from L{mockoai.ops.config.FIELDS}, so the command
 line, environment variables and profile files name every setting the same
-way.  Daemonizing, pid files, log files, reactors and signal handling are
-twistd's own (see ``twistd --help``); SIGTERM/SIGINT stop the service,
-which drains in-flight requests first.
+way: flags, parameters, and an ``opt_`` handler per repeatable option that
+collects its values (the settings get them as a tuple).  Daemonizing, pid
+files, log files, reactors and signal handling are twistd's own (see
+``twistd --help``); SIGTERM/SIGINT stop the service, which drains
+in-flight requests first.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from twisted.python import usage
 
-from mockoai.ops.config import FIELDS, ConfigError, Settings, load_settings
+from mockoai.ops.config import FIELDS, ConfigError, Field, Settings, load_settings
 from mockoai.ops.service import MockoaiService, build
 from mockoai.ops.workers import Supervisor, die_with_parent
 
@@ -44,34 +47,14 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
-        self["model"] = []
-        self["api-key"] = []
-        self["cors-origin"] = []
+        for field in FIELDS:
+            if field.repeatable:
+                self[field.option] = []
         self.arguments = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         self.arguments = list(sys.argv[1:] if options is None else options)
         super().parseOptions(options)
-
-    def opt_listen(self, description: str) -> None:
-        """Endpoint to listen on (repeatable), a Twisted endpoint string:
-        tcp:3000:interface=127.0.0.1, unix:/run/mockoai.sock, ssl:8443:privateKey=key.pem,
-        systemd:domain=INET:index=0. Default: tcp:3000.
-        """
-        self["listen"].append(description)
-
-    def opt_model(self, model: str) -> None:
-        """Model id to serve (repeatable); replaces the default list of OpenAI models."""
-        self["model"].append(model)
-
-    def opt_api_key(self, key: str) -> None:
-        """API key the server accepts (repeatable); none = any or no key is accepted."""
-        self["api-key"].append(key)
-
-    def opt_cors_origin(self, origin: str) -> None:
-        """Origin allowed to call the API from a browser (repeatable), or *; none = CORS off."""
-        self["cors-origin"].append(origin)
 
     def postOptions(self) -> None:
         cli: dict[str, Any] = {
@@ -85,10 +68,26 @@ class Options(usage.Options):
             raise SystemExit(f"mockoai: error: {e}") from None
 
 
+def _collector(field: Field) -> Callable[[Options, str], None]:
+    """The ``opt_`` handler of a repeatable option: usage.Options keeps one value per name."""
+
+    def collect(self: Options, value: str) -> None:
+        self[field.option].append(value)
+
+    collect.__doc__ = field.help
+    return collect
+
+
+for _field in FIELDS:
+    if _field.repeatable:
+        setattr(Options, "opt_" + _field.option.replace("-", "_"), _collector(_field))
+
+
 def makeService(options: Options) -> MockoaiService | Supervisor:
     settings = options.settings
     worker = options["worker-index"]
-    if settings.workers > 1 and worker is None:
+    server = settings.server
+    if server.workers > 1 and worker is None:
         from twisted.internet import reactor
 
         argv = [
@@ -105,7 +104,7 @@ def makeService(options: Options) -> MockoaiService | Supervisor:
         run_dir = tempfile.mkdtemp(prefix="mockoai-workers-")
         argv += ["--worker-dir", run_dir]
         argv += ["--supervisor", str(os.getpid())]
-        return Supervisor(settings.workers, argv, reactor, settings.grace_period, run_dir)
+        return Supervisor(server.workers, argv, reactor, server.grace_period, run_dir)
     index = None if worker is None else int(worker)
     if options["supervisor"] is not None:
         die_with_parent(int(options["supervisor"]))

@@ -15,26 +15,14 @@ own rate limits feed L{mockoai.pipeline.limits.RateLimits}.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
 from mockoai.dialects.openrouter import errors as openrouter_errors
+from mockoai.ops.config import ApiKey, AuthSettings, mask
 from mockoai.pipeline import errors
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - PyPy 3.10
-    import tomli as tomllib
-
 INVALID_API_KEY = "invalid_api_key"
-
-#: Longest key accepted in configuration: the rate limiter keys its buckets
-#: by the first 128 characters of a key (L{mockoai.pipeline.limits.KEY_CHARS}).
-MAX_KEY_CHARS = 128
 
 #: Monitoring endpoints, exempt from keys unless ``--auth-health``.
 MONITORING = frozenset({b"/health", b"/metrics", b"/stats"})
@@ -49,148 +37,6 @@ _MISSING_MESSAGE = (
     "a username and password. You can obtain an API key from "
     "https://platform.openai.com/account/api-keys."
 )
-
-
-def mask(key: str) -> str:
-    """
-    A key as OpenAI quotes it back: the first 8 and last 4 characters with
-    one ``*`` per character between (``sk-5f6ce*****…acdb``); keys of 12
-    characters or fewer are quoted whole, as OpenAI quotes ``dummy``.
-    """
-    if len(key) <= 12:
-        return key
-    return key[:8] + "*" * (len(key) - 12) + key[-4:]
-
-
-@attrs.frozen
-class ApiKey:
-    """
-    One accepted key.  ``label`` names it in the request log and on
-    OpenRouter's ``/api/v1/key`` (default: the masked key); ``rpm`` and
-    ``tpm`` replace ``--rpm``/``--tpm`` for this key (``None``: the global
-    limit applies; 0: no limit).
-    """
-
-    key: str
-    label: str = ""
-    rpm: int | None = None
-    tpm: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self.label or mask(self.key)
-
-    def __str__(self) -> str:
-        # What the startup log shows: never the key itself.
-        limits = "".join(
-            f":{kind}={value}" for kind, value in (("rpm", self.rpm), ("tpm", self.tpm)) if value
-        )
-        return f"{self.name}{limits}"
-
-
-@attrs.frozen
-class KeysFile:
-    """The keys read from ``--api-keys-file`` at startup (shown as its path)."""
-
-    path: str
-    keys: tuple[ApiKey, ...] = ()
-
-    def __str__(self) -> str:
-        return f"{self.path} ({len(self.keys)} keys)"
-
-
-# --- configuration: parsers for mockoai.ops.config (ValueError names the problem) ---
-
-_ENTRY_KEYS = frozenset({"key", "label", "rpm", "tpm"})
-
-
-def _limit(entry: dict[str, Any], kind: str) -> int | None:
-    value = entry.get(kind)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
-        raise ValueError(f"{kind} must be a whole number >= 0, got {value!r}")
-    return value
-
-
-def parse_key(value: object) -> ApiKey:
-    """A key as a string, or a table ``{key, label, rpm, tpm}``."""
-    entry: dict[str, Any] = {"key": value} if isinstance(value, str) else {}
-    if isinstance(value, dict):
-        unknown = set(value) - _ENTRY_KEYS
-        if unknown:
-            raise ValueError(f"unknown key field(s) {', '.join(sorted(map(str, unknown)))}")
-        entry = value
-    elif not isinstance(value, str):
-        raise ValueError(f"expected a key or a table with key, label, rpm, tpm; got {value!r}")
-    key = entry.get("key")
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"a key must be a non-empty string, got {key!r}")
-    if len(key) > MAX_KEY_CHARS or not all("!" <= c <= "~" for c in key):
-        raise ValueError(
-            f"a key must be 1-{MAX_KEY_CHARS} printable ASCII characters without spaces, "
-            f"got {mask(key)!r}"
-        )
-    label = entry.get("label", "")
-    if not isinstance(label, str):
-        raise ValueError(f"label must be a string, got {label!r}")
-    return ApiKey(key, label, _limit(entry, "rpm"), _limit(entry, "tpm"))
-
-
-def parse_keys(value: object) -> tuple[ApiKey, ...]:
-    """``--api-key`` (repeatable), ``MOCKOAI_API_KEYS=k1,k2`` or a profile's list."""
-    if isinstance(value, str):
-        items: list[object] = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        raise ValueError(f"expected a list of keys, got {value!r}")
-    keys = tuple(parse_key(item) for item in items)
-    _unique(keys)
-    return keys
-
-
-def parse_keys_file(value: object) -> KeysFile:
-    """
-    ``--api-keys-file``: TOML (``[[keys]]`` tables) or, for a ``.json``
-    name, JSON (``{"keys": [...]}`` or a bare list), read at startup.
-    """
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a file name, got {value!r}")
-    try:
-        with open(value, "rb") as handle:
-            raw = handle.read()
-    except OSError as e:
-        raise ValueError(f"cannot read {value}: {e.strerror}") from None
-    try:
-        if value.endswith(".json"):
-            data: Any = json.loads(raw)
-        else:
-            data = tomllib.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        kind = "JSON" if value.endswith(".json") else "TOML"
-        raise ValueError(f"{value} is not valid {kind}: {e}") from None
-    entries = data.get("keys") if isinstance(data, dict) else data
-    if isinstance(data, dict) and set(data) - {"keys"}:
-        raise ValueError(f"{value}: unknown setting(s) {', '.join(sorted(set(data) - {'keys'}))}")
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{value}: expected a non-empty list of keys")
-    keys = []
-    for n, entry in enumerate(entries, 1):
-        try:
-            keys.append(parse_key(entry))
-        except ValueError as e:
-            raise ValueError(f"{value}: key {n}: {e}") from None
-    _unique(keys)
-    return KeysFile(value, tuple(keys))
-
-
-def _unique(keys: Iterable[ApiKey]) -> None:
-    seen: set[str] = set()
-    for k in keys:
-        if k.key in seen:
-            raise ValueError(f"key {mask(k.key)} is given twice")
-        seen.add(k.key)
 
 
 def missing_key() -> errors.APIError:
@@ -271,17 +117,9 @@ class Authenticator:
         }
 
 
-def all_keys(settings: Any) -> tuple[ApiKey, ...]:
-    """The keys of ``--api-key`` and of ``--api-keys-file`` together."""
-    keys: tuple[ApiKey, ...] = tuple(settings.api_keys)
-    if settings.api_keys_file is not None:
-        keys += settings.api_keys_file.keys
-    return keys
-
-
-def from_settings(settings: Any) -> Authenticator | None:
+def from_settings(settings: AuthSettings) -> Authenticator | None:
     """The site's authenticator, or ``None`` (no keys: every request passes)."""
-    keys = all_keys(settings)
+    keys = settings.all_keys
     if not keys:
         return None
-    return Authenticator(keys, settings.auth_health)
+    return Authenticator(keys, settings.health)

@@ -13,12 +13,12 @@ benchmark tools send many engine-specific extras.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import attrs
 import ujson
 
 from mockoai.ops.config import CHAT, COMPLETIONS
+from mockoai.ops.config import InputLimits as InputLimits
 from mockoai.pipeline import errors
 from mockoai.sim import tokens
 
@@ -47,30 +47,6 @@ class GenerationRequest:
     ignore_eos: bool = False
     min_tokens: int = 0
     echo: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class InputLimits:
-    """
-    What a request body may hold (the hostile-input settings): nesting
-    depth, chat messages, characters per string and in all, and ``n``.
-    """
-
-    max_json_depth: int = 64
-    max_messages: int = 2048
-    max_string_length: int = 10_485_760
-    max_prompt_chars: int = 0  # 0: only the body size bounds it
-    max_n: int = MAX_N
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> InputLimits:
-        return cls(
-            settings.max_json_depth,
-            settings.max_messages,
-            settings.max_string_length,
-            settings.max_prompt_chars,
-            settings.max_n,
-        )
 
 
 DEFAULT_LIMITS = InputLimits()

@@ -19,7 +19,7 @@ from mockoai.ops.stats import Stats
 from mockoai.pipeline import auth, errors
 from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.limits import RateLimits
-from mockoai.pipeline.validate import GenerationRequest, InputLimits
+from mockoai.pipeline.validate import GenerationRequest
 from mockoai.sim import corpus as corpus_module
 from mockoai.sim.corpus import Corpus
 from mockoai.sim.engine import Engine
@@ -58,27 +58,31 @@ class Core:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.corpus = corpus or corpus_module.build(settings.articles, settings.corpus_seed)
+        self.corpus = corpus or corpus_module.build(
+            settings.answers.articles, settings.answers.corpus_seed
+        )
         self.planner = Planner(self.corpus, settings)
         self.ids = ids or IdMaker()
         self._slack = slack
-        self.models = {spec.id: self._serve(spec) for spec in settings.models}
+        self.models = {spec.id: self._serve(spec) for spec in settings.served.models}
         self._adhoc: dict[str, ServedModel] = {}
         self._adhoc_pacer = Pacer(clock, slack)
         self._adhoc_engine: Engine | None = None
         #: The accepted API keys (None: any key or none is accepted).
-        self.auth = auth.from_settings(settings)
+        self.auth = auth.from_settings(settings.auth)
         self.limits = RateLimits(
             clock,
-            settings.rpm,
-            settings.tpm,
-            settings.ip_rpm,
+            settings.rates.rpm,
+            settings.rates.tpm,
+            settings.rates.ip_rpm,
             per_key=self.auth.limits() if self.auth is not None else None,
         )
         self.stats = Stats()
         #: What a request body may hold (the hostile-input settings).
-        self.input_limits = InputLimits.from_settings(settings)
-        self.models_body = models_list([(m.id, m.created, m.owned_by) for m in settings.models])
+        self.input_limits = settings.input_limits
+        self.models_body = models_list(
+            [(m.id, m.created, m.owned_by) for m in settings.served.models]
+        )
         #: OpenRouter mode (/api/v1): its routing, accounts, generations and templates.
         self.openrouter = OpenRouter(self)
 
@@ -91,7 +95,7 @@ class Core:
         return ServedModel(
             spec,
             profile,
-            Renderer(spec.id, self.settings.system_fingerprint, self.corpus),
+            Renderer(spec.id, self.settings.answers.system_fingerprint, self.corpus),
             pacer,
             model_object(spec.id, spec.created, spec.owned_by),
             engine,
@@ -101,7 +105,7 @@ class Core:
         """The model a request names, or the 404 OpenAI would answer."""
         served = self.models.get(name)
         if served is None:
-            if not self.settings.any_model:
+            if not self.settings.served.any_model:
                 raise errors.model_not_found(name)
             served = self._adhoc.get(name)
             if served is None:

@@ -24,31 +24,14 @@ import math
 from collections import deque
 from typing import Protocol
 
-import attrs
 import numpy as np
 
+from mockoai.ops.config import EngineConfig
 from mockoai.pipeline import errors
 from mockoai.sim.latency import LatencyModel
 from mockoai.sim.pacing import Pacer, Waiter
 
 WAITING, JOINING, RUNNING, DONE = range(4)
-
-
-@attrs.frozen
-class EngineConfig:
-    """Capacity and behaviour under load; ``max_running`` 0 means no engine."""
-
-    max_running: int = 0
-    max_waiting: int = 1024
-    queue_timeout: float = 0.0  # seconds; 0 = wait forever
-    reject_status: int = 429
-    timeout_status: int = 503
-    batch_slowdown: float = 0.0
-    max_tokens_per_s: float = 0.0  # 0 = no ceiling
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_running > 0
 
 
 class Listener(Protocol):

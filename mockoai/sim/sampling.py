@@ -171,7 +171,7 @@ class Planner:
         self._articles: list[int] = corpus.article_tokens.tolist()
 
     def limit(self, request: GenerationRequest, cap: int | None = None) -> int:
-        cap = self.settings.max_output_tokens if cap is None else cap
+        cap = self._profile.max_output_tokens if cap is None else cap
         if request.max_tokens is None:
             return cap
         if request.max_tokens > cap:

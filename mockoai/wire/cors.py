@@ -21,9 +21,10 @@ or two and a set lookup.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
+
+from mockoai.ops.config import CORS_ANY, CORS_MAX_AGE, CORS_METHODS, CorsSettings
 
 #: Response headers a page may read: the ones the official SDKs read.
 EXPOSED = (
@@ -40,12 +41,6 @@ EXPOSED = (
     "retry-after-ms",
     "x-generation-id",
 )
-DEFAULT_METHODS = ("GET", "POST")
-#: ``*`` as the allowed headers: echo what the preflight asks for.  (A
-#: literal ``*`` would not cover ``Authorization``, which browsers require
-#: to be named.)
-ANY = "*"
-DEFAULT_MAX_AGE = 600
 
 _ORIGIN = b"origin"
 _REQUEST_METHOD = b"access-control-request-method"
@@ -60,20 +55,20 @@ class Cors:
     def __init__(
         self,
         origins: Iterable[str],
-        methods: Iterable[str] = DEFAULT_METHODS,
-        headers: Iterable[str] = (ANY,),
-        max_age: int = DEFAULT_MAX_AGE,
+        methods: Iterable[str] = CORS_METHODS,
+        headers: Iterable[str] = (CORS_ANY,),
+        max_age: int = CORS_MAX_AGE,
         credentials: bool = False,
     ) -> None:
         wanted = [o.lower().rstrip("/") for o in origins]
         if not wanted:
             raise ValueError("CORS needs at least one origin (or *)")
-        self.any_origin = ANY in wanted
-        self.origins = frozenset(o.encode("ascii") for o in wanted if o != ANY)
+        self.any_origin = CORS_ANY in wanted
+        self.origins = frozenset(o.encode("ascii") for o in wanted if o != CORS_ANY)
         # Credentials forbid "*": the request's origin is echoed instead.
         self._star = b"*" if self.any_origin and not credentials else None
         header_list = [h.strip() for h in headers if h.strip()]
-        self._echo_headers = ANY in header_list
+        self._echo_headers = CORS_ANY in header_list
         common: list[tuple[bytes, bytes]] = []
         if credentials:
             common.append((b"Access-Control-Allow-Credentials", b"true"))
@@ -143,52 +138,14 @@ class Cors:
         request.finish()
 
 
-# --- configuration: parsers for mockoai.ops.config (ValueError names the problem) ---
-
-_ORIGIN_SYNTAX = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s*]+$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def _items(value: object) -> list[str]:
-    if isinstance(value, str):
-        items: list[object] = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = [v.strip() if isinstance(v, str) else v for v in value]
-    else:
-        raise ValueError(f"expected a list, got {value!r}")
-    if not items or not all(isinstance(i, str) and i for i in items):
-        raise ValueError(f"expected a non-empty list of non-empty strings, got {value!r}")
-    return [str(i) for i in items]
-
-
-def parse_origins(value: object) -> tuple[str, ...]:
-    """Origins as browsers send them (``https://app.example:8443``), or ``*``."""
-    origins = []
-    for item in _items(value):
-        origin = item.lower().rstrip("/")
-        if origin != ANY and not _ORIGIN_SYNTAX.match(origin):
-            raise ValueError(f"expected an origin like https://app.example:8443 or *, got {item!r}")
-        origins.append(origin)
-    return tuple(origins)
-
-
-def parse_tokens(value: object) -> tuple[str, ...]:
-    """Method or header names (HTTP tokens), or ``*``."""
-    items = _items(value)
-    for item in items:
-        if not _TOKEN.match(item):
-            raise ValueError(f"expected HTTP method or header names, got {item!r}")
-    return tuple(items)
-
-
-def from_settings(settings: Any) -> Cors | None:
+def from_settings(settings: CorsSettings) -> Cors | None:
     """The site's CORS policy, or ``None`` when no origin is allowed (off)."""
-    if not settings.cors_origins:
+    if not settings.origins:
         return None
     return Cors(
-        settings.cors_origins,
-        settings.cors_methods,
-        settings.cors_headers,
-        settings.cors_max_age,
-        settings.cors_credentials,
+        settings.origins,
+        settings.methods,
+        settings.headers,
+        settings.max_age,
+        settings.credentials,
     )

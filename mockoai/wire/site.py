@@ -24,6 +24,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from mockoai.dialects.openrouter import errors as openrouter_errors
+from mockoai.ops.config import HttpLimits
 from mockoai.ops.observe import Observer
 from mockoai.pipeline import errors
 from mockoai.pipeline.auth import Authenticator
@@ -32,7 +33,7 @@ from mockoai.pipeline.limits import ConnectionCap, RefusedConnection
 from mockoai.wire import guard
 from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import HeaderDeadlines, HttpLimits
+from mockoai.wire.guard import HeaderDeadlines
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Transport

@@ -83,20 +83,17 @@ class OpenRouter:
 
     def __init__(self, core: Core) -> None:
         settings = core.settings
+        openrouter = settings.openrouter
         self.core = core
         self.clock = core.clock
-        self.router = Router(
-            settings.openrouter_providers, settings.openrouter_failing_models, core.model
-        )
-        self.accounts = Accounts(settings.openrouter_credit_limit)
-        self.store = GenerationStore(
-            settings.openrouter_generations, settings.openrouter_generation_ttl
-        )
+        self.router = Router(openrouter.providers, openrouter.failing_models, core.model)
+        self.accounts = Accounts(openrouter.credit_limit)
+        self.store = GenerationStore(openrouter.generations, openrouter.generation_ttl)
         self.catalog = Catalog(
             [(m.spec, m.profile.max_output_tokens) for m in core.models.values()], self.router
         )
-        self._fingerprint = settings.system_fingerprint
-        self._interval = settings.openrouter_processing_interval
+        self._fingerprint = settings.answers.system_fingerprint
+        self._interval = openrouter.processing_interval
         self._renderers = {
             (served.spec.id, provider.slug): RouterRenderer(
                 served.spec, provider, self._fingerprint, core.corpus
@@ -106,7 +103,7 @@ class OpenRouter:
         }
         self._adhoc: dict[tuple[str, str], RouterRenderer] = {}
         self._processing: dict[Pacer, Processing] = {}
-        self._rng = random.Random(settings.corpus_seed)
+        self._rng = random.Random(settings.answers.corpus_seed)
 
     def renderer(self, spec: ModelSpec, provider: ProviderSpec) -> RouterRenderer:
         """The templates of ``spec`` on ``provider``, built at startup for configured models."""
