@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Union
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from mockoai.dialects.openrouter import errors as openrouter_errors
 from mockoai.ops.config import CHAT, COMPLETIONS
 from mockoai.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mockoai.ops.metrics import Metrics
 from mockoai.pipeline import errors, validate
-from mockoai.pipeline.outcome import attach, note_error
+from mockoai.pipeline.errors import Envelopes
+from mockoai.pipeline.outcome import attach
 from mockoai.pipeline.stream import StreamProducer, completed, delayed
 from mockoai.pipeline.validate import GenerationRequest
 from mockoai.sim.core import Core
+from mockoai.wire import failures
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
@@ -172,36 +172,18 @@ class MockOAI:
         request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
         return self.metrics.exposition()
 
-    # Errors: the same envelopes whichever resource dispatched the request.
+    # Errors: the same answers whichever resource dispatched the request.
+
+    #: The error envelope of each API, by path (the service sets the site's table).
+    envelopes: Envelopes = Envelopes()
 
     @app.handle_errors(Exception)
     def failed(self, request: Request, failure: Failure) -> bytes:
-        return error_body(request, failure)
+        """Klein's own resource: what the L{Router} answers (Klein writes the body)."""
+        error = failures.api_error(request, failure)
+        return errors.error_response(request, error, self.envelopes.for_path(request.path))
 
 
 def _is_json(content_type: bytes) -> bool:
     """``application/json``, with parameters or not (OpenAI takes ``; charset=utf-8``)."""
     return content_type.split(b";", 1)[0].strip().lower() == JSON
-
-
-def error_body(request: Request, failure: Failure) -> bytes:
-    """Render any failure as OpenAI's envelope (OpenRouter's under /api/v1/)."""
-    error = failure.value
-    if isinstance(error, NotFound):
-        error = errors.unknown_url(request.method.decode("latin-1"), request.path.decode("latin-1"))
-    elif isinstance(error, MethodNotAllowed):
-        allowed = tuple(m for m in (error.valid_methods or ()) if m != "HEAD")
-        error = errors.wrong_method(
-            request.method.decode("latin-1"), request.path.decode("latin-1"), allowed
-        )
-    elif not isinstance(error, errors.APIError):
-        from twisted.logger import Logger
-
-        Logger().failure("Unhandled error serving {uri}", failure, uri=request.uri)
-        error = errors.server_error()
-    note_error(request, error.code or error.type)
-    request.setResponseCode(error.status)
-    request.setHeader(b"Content-Type", JSON)
-    for name, value in error.headers:
-        request.setHeader(name, value)
-    return openrouter_errors.body_for(request.path, error)

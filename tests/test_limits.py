@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai.pipeline import limits
+from mockoai.pipeline.errors import openai_envelope
 from mockoai.pipeline.limits import (
     ANONYMOUS,
     UNLIMITED,
@@ -29,6 +30,7 @@ from mockoai.pipeline.limits import (
     headers,
     key_from_authorization,
 )
+from mockoai.wire.failures import refusal
 
 #: A real-looking reactor time: floats there have ~0.2 us resolution.
 EPOCH = 1_700_000_000.0
@@ -601,24 +603,23 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(cap.open, 1000)
         self.assertRaises(ValueError, ConnectionCap, -1)
 
-    def test_response_is_a_complete_503(self) -> None:
+    def test_refusal_is_a_complete_503(self) -> None:
         cap = ConnectionCap(8)
-        head, _, body = cap.response.partition(b"\r\n\r\n")
+        response = refusal(cap.error, b"req_123", openai_envelope)
+        head, _, body = response.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         self.assertEqual(lines[0], b"HTTP/1.1 503 Service Unavailable")
         fields = dict(line.split(b": ", 1) for line in lines[1:])
         self.assertEqual(fields[b"Connection"], b"close")
         self.assertEqual(fields[b"Content-Type"], b"application/json")
+        self.assertEqual(fields[b"Retry-After"], b"1")
+        self.assertEqual(fields[b"x-request-id"], b"req_123")
         self.assertEqual(int(fields[b"Content-Length"]), len(body))
         error = json.loads(body)["error"]
         self.assertEqual(error["type"], "server_error")
         self.assertEqual(error["code"], "too_many_connections")
         self.assertIsNone(error["param"])
         self.assertIn("8 open connections", error["message"])
-
-        with_id = cap.response_with_id(b"req_123")
-        self.assertIn(b"\r\nx-request-id: req_123\r\n", with_id)
-        self.assertTrue(with_id.endswith(b"\r\n\r\n" + body))
 
 
 class HalfClosingTransport(StringTransport):

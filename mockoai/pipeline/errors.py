@@ -94,14 +94,25 @@ def write_error(request: Request, error: APIError, envelope: Envelope = openai_e
     and every place (before routing, in a route, a stream refused before its
     first byte) writes an error through here.
     """
+    request.write(error_response(request, error, envelope))
+    request.finish()
+
+
+def error_response(
+    request: Request, error: APIError, envelope: Envelope = openai_envelope
+) -> bytes:
+    """
+    L{write_error}'s status and headers, set on ``request``; the body is
+    returned unwritten, for a caller that writes it itself (Klein's error
+    handler returns it).
+    """
     body = envelope(error)
     request.setResponseCode(error.status)
     request.setHeader(b"Content-Type", b"application/json")
     for name, value in error.headers:
         request.setHeader(name, value)
     request.setHeader(b"Content-Length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
+    return body
 
 
 _JSON_TYPES = {

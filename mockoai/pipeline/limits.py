@@ -465,7 +465,8 @@ class ConnectionCap:
     """
     Counts open connections against ``max_connections`` (0: no cap).  A
     connection that L{try_open} admitted must be L{close}d exactly once;
-    a refused one gets L{response} and is never counted.
+    a refused one is answered L{error} (by the wire, which renders it) and
+    is never counted.
     """
 
     def __init__(self, max_connections: int) -> None:
@@ -474,25 +475,15 @@ class ConnectionCap:
         self.max_connections = max_connections
         self.open = 0
         self.refused = 0
-        error = errors.APIError(
+        #: What a connection over the cap is answered.
+        self.error = errors.APIError(
             503,
             f"The server is overloaded: it already has {max_connections} open connections. "
             "Please try again later.",
             type=errors.SERVER_ERROR,
             code="too_many_connections",
+            headers=((b"Retry-After", b"1"),),
         )
-        body = error.body()
-        self._head = (
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n" % len(body)
-        )
-        self._body = b"\r\n" + body
-        #: The whole refusal, ready to write.
-        self.response = self._head + self._body
-
-    def response_with_id(self, request_id: bytes) -> bytes:
-        """L{response} with an ``x-request-id`` header, as every answer has."""
-        return self._head + b"x-request-id: " + request_id + b"\r\n" + self._body
 
     def try_open(self) -> bool:
         """Count a new connection if there is room; ``False`` means refuse it."""

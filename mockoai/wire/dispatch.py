@@ -8,8 +8,9 @@ Deferreds.  The routes are still declared once, with C{@app.route}; the
 L{Router} matches each (method, path) against that same URL map once,
 caches the result, and calls the handler directly, keeping only what our
 handlers need: bytes are written with a Content-Length, a Deferred is
-waited for (and cancelled if the client goes away), errors become OpenAI
-envelopes through the same L{error_body} Klein's error handler uses.
+waited for (and cancelled if the client goes away), errors are answered
+by L{mockoai.wire.failures} -- as Klein's error handler answers them -- in
+the envelope the router's L{Envelopes} table gives the request's path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException
 
-from mockoai.routes import error_body
+from mockoai.pipeline.errors import Envelopes
+from mockoai.wire import failures
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
@@ -38,8 +40,10 @@ Handler = Callable[..., Any]
 class Router:
     """Routes requests to the handlers of a Klein app bound to its instance."""
 
-    def __init__(self, app: Klein) -> None:
+    def __init__(self, app: Klein, envelopes: Envelopes | None = None) -> None:
         self._app = app
+        #: The error envelope of each API (the site's, see L{MockSite.envelopes}).
+        self.envelopes = envelopes or Envelopes()
         self._adapter = app.url_map.bind("localhost")
         self._cache: dict[tuple[bytes, bytes], tuple[str, Mapping[str, Any]]] = {}
 
@@ -60,20 +64,22 @@ class Router:
             endpoint, kwargs = self._match(request.method, request.path)
             result = self._app.execute_endpoint(endpoint, request, **kwargs)  # type: ignore[arg-type]
         except (HTTPException, Exception):
-            _write(request, error_body(request, Failure()))
+            failures.answer(request, Failure(), self.envelopes)
             return
         if isinstance(result, bytes):
             _write(request, result)
         elif isinstance(result, Deferred):
             request.notifyFinish().addErrback(lambda _: result.cancel())
-            result.addCallbacks(lambda body: _write(request, body), _failed, (), {}, (request,))
+            result.addCallbacks(
+                lambda body: _write(request, body), _failed, (), {}, (request, self.envelopes)
+            )
         else:
             _write(request, None)
 
 
-def _failed(failure: Failure, request: Request) -> None:
+def _failed(failure: Failure, request: Request, envelopes: Envelopes) -> None:
     if failure.check(CancelledError) is None:
-        _write(request, error_body(request, failure))
+        failures.answer(request, failure, envelopes)
 
 
 def _write(request: Request, body: bytes | None) -> None:

@@ -16,10 +16,10 @@ read costs two attribute checks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 from twisted.logger import Logger
-from twisted.web import http
 
 from mockoai.pipeline import errors
 from mockoai.wire.heap import HEAP
@@ -30,11 +30,28 @@ if TYPE_CHECKING:
 _log = Logger(namespace="mockoai.wire.guard")
 
 
-def reason(status: int) -> bytes:
-    """The reason phrase of ``status`` (twisted.web's table lacks 431)."""
-    if status == 431:
-        return b"Request Header Fields Too Large"
-    return http.RESPONSES.get(status, b"Error")
+@attrs.frozen
+class HttpLimits:
+    """The HTTP-layer limits; 0 turns ``header_timeout`` off."""
+
+    max_url_length: int = 8192
+    max_headers: int = 100
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> HttpLimits:
+        return cls(
+            settings.max_url_length,
+            settings.max_headers,
+            settings.max_header_bytes,
+            settings.header_timeout,
+        )
+
+    @property
+    def head_bytes(self) -> int:
+        """The most a request head may take on the wire (line, fields, framing)."""
+        return self.max_url_length + self.max_header_bytes + 4 * self.max_headers + 1024
 
 
 def uri_too_long(limit: int) -> errors.APIError:

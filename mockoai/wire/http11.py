@@ -32,9 +32,8 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from mockoai.dialects.openrouter import errors as openrouter_errors
 from mockoai.pipeline import errors
-from mockoai.wire import guard
+from mockoai.wire import failures, guard
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Transport
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
 _STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
-_STATUS[431] = b"431 Request Header Fields Too Large"
+_STATUS[431] = b"431 " + failures.reason(431)
 
 
 class LeanRequest:
@@ -332,7 +331,7 @@ class LeanChannel(Protocol, TimeoutMixin):
             if isinstance(cause, _RefusalError):
                 self.refuse(cause.error)
             else:
-                self.refuse(errors.APIError(400, "Malformed HTTP request."))
+                self.refuse(guard.malformed())
         self._pump()
 
     def timeoutConnection(self) -> None:
@@ -471,22 +470,17 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._pump()
 
     def refuse(self, error: errors.APIError) -> None:
-        """Answer ``error`` (after any answers in progress are lost) and close."""
+        """
+        Answer ``error`` (after any answers in progress are lost) and close,
+        in the envelope of the request-target read so far.
+        """
         if self._refused:
             return
         self._refused = True
-        body = openrouter_errors.body_for(getattr(self, "_url", None), error)
+        site = self.site
+        envelope = site.envelopes.for_path(self._url)
         assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
-            % (
-                _STATUS.get(error.status, b"%d Error" % error.status),
-                len(body),
-                self.site.ids.request(),
-                body,
-            )
-        )
+        self.transport.write(failures.refusal(error, site.ids.request(), envelope))
         self.transport.loseConnection()
 
 

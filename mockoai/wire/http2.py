@@ -236,15 +236,11 @@ class H2Request(MockRequest):
     def process(self) -> None:
         site = self.site = self.channel.site
         if self._too_large:
-            error = errors.body_too_large(site.max_body_size)
-            body = error.body()
-            self.setResponseCode(error.status)
             self.setHeader(b"Date", site.date())
             self.setHeader(b"x-request-id", site.ids.request())
-            self.setHeader(b"Content-Type", b"application/json")
-            self.setHeader(b"Content-Length", b"%d" % len(body))
-            self.write(body)
-            self.finish()
+            error = errors.body_too_large(site.max_body_size)
+            # (twisted.web types ``content`` as optional; it is set by gotLength.)
+            errors.write_error(self, error, site.envelopes.for_path(self.path))  # type: ignore[arg-type]
             return
         self._counted = True
         site.handle(self)

@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Any
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from mockoai.dialects.openrouter import errors as openrouter_errors
-from mockoai.ops.config import HttpLimits
 from mockoai.ops.observe import Observer
 from mockoai.pipeline import errors
 from mockoai.pipeline.auth import Authenticator
+from mockoai.pipeline.errors import Envelopes, write_error
 from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.limits import ConnectionCap, RefusedConnection
-from mockoai.wire import guard
+from mockoai.wire import failures, guard
 from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import HeaderDeadlines
+from mockoai.wire.guard import HeaderDeadlines, HttpLimits
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Transport
@@ -142,7 +141,7 @@ class MockChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
-            self.refuse(guard.uri_too_long(self._limits.max_url_length))
+            self.refuse(guard.uri_too_long(self._limits.max_url_length), _target(line))
         else:
             self.refuse(guard.headers_too_large(self._limits.max_header_bytes))
 
@@ -161,23 +160,18 @@ class MockChannel(http.HTTPChannel):
             return
         super().allHeadersReceived()
 
-    def refuse(self, error: errors.APIError) -> None:
-        """Answer with ``error`` without reading further, then close."""
+    def refuse(self, error: errors.APIError, path: bytes | None = None) -> None:
+        """
+        Answer with ``error`` without reading further, then close; in the
+        envelope of ``path``, else of the request line read so far (twisted.web
+        forgets it once a request is whole).
+        """
         if self._refused:
             return
         self._refused = True
-        body = openrouter_errors.body_for(getattr(self, "_path", None), error)
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"x-request-id: %s\r\nConnection: close\r\n\r\n%s"
-            % (
-                error.status,
-                guard.reason(error.status),
-                len(body),
-                self.site.ids.request(),
-                body,
-            )
-        )
+        site = self.site
+        envelope = site.envelopes.for_path(path or getattr(self, "_path", None))
+        self.transport.write(failures.refusal(error, site.ids.request(), envelope))
         self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
@@ -188,7 +182,7 @@ class MockChannel(http.HTTPChannel):
             self._head_bytes = 0
             parts = line.split(b" ", 2)
             if len(parts) > 1 and len(parts[1]) > limits.max_url_length:
-                self.refuse(guard.uri_too_long(limits.max_url_length))
+                self.refuse(guard.uri_too_long(limits.max_url_length), parts[1])
                 return
         elif line:
             # Names and values, as the lean stack counts them (not ": ").
@@ -205,6 +199,12 @@ class MockChannel(http.HTTPChannel):
     @property
     def busy(self) -> bool:
         return bool(self.requests)
+
+
+def _target(line: bytes) -> bytes | None:
+    """The request-target of a (partial) request line."""
+    parts = line.split(b" ", 2)
+    return parts[1] if len(parts) > 1 else None
 
 
 class MockSite(server.Site):
@@ -256,12 +256,27 @@ class MockSite(server.Site):
         self._date_second = -1
         self._date = b""
 
+    @property
+    def envelopes(self) -> Envelopes:
+        """
+        The error envelope of each API, by path prefix, for every refusal and
+        error the wire writes (the service sets it; OpenAI's by default).  It
+        is the router's table: one place to set, nothing to look up per request.
+        """
+        return self.router.envelopes
+
+    @envelopes.setter
+    def envelopes(self, envelopes: Envelopes) -> None:
+        self.router.envelopes = envelopes
+
     def buildProtocol(self, addr: Any) -> Any:
         """A channel, or -- over the connection cap -- a clean 503 and close."""
         if not self.connections.try_open():
-            return RefusedConnection(
-                self.connections.response_with_id(self.ids.request()), self.clock
+            # Before any request: no path, so the default envelope.
+            response = failures.refusal(
+                self.connections.error, self.ids.request(), self.envelopes.default
             )
+            return RefusedConnection(response, self.clock)
         channel = super().buildProtocol(addr)
         channel.counted = True
         return channel
@@ -302,12 +317,12 @@ class MockSite(server.Site):
             else:
                 request.channel.persistent = False
             if request.path != _HEALTH:
-                _answer(request, errors.draining())
+                write_error(request, errors.draining(), self.envelopes.for_path(request.path))
                 return
         if self.auth is not None:
             refused = self.auth.check(request)
             if refused is not None:
-                _answer(request, refused)
+                write_error(request, refused, self.envelopes.for_path(request.path))
                 return
         self.router.render(request)
 
@@ -334,15 +349,3 @@ class MockSite(server.Site):
             call()
         else:
             self._on_idle.append(call)
-
-
-def _answer(request: Any, error: errors.APIError) -> None:
-    """Answer ``request`` with ``error`` before it reaches a route."""
-    request.setResponseCode(error.status)
-    request.setHeader(b"Content-Type", b"application/json")
-    for name, value in error.headers:
-        request.setHeader(name, value)
-    body = openrouter_errors.body_for(request.path, error)
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    request.write(body)
-    request.finish()

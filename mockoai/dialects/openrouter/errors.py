@@ -48,13 +48,6 @@ def body(error: APIError) -> bytes:
     )
 
 
-def body_for(path: bytes | None, error: APIError) -> bytes:
-    """``error`` in the envelope of the API ``path`` belongs to (OpenAI's by default)."""
-    if path is not None and path.startswith(PREFIX):
-        return body(error)
-    return error.body()
-
-
 def no_credentials() -> RouterError:
     return RouterError(401, "No auth credentials found")
 
