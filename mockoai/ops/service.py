@@ -32,7 +32,6 @@ from mockoai.routes import MockOAI
 from mockoai.sim.core import Core
 from mockoai.wire import cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import HttpLimits
 from mockoai.wire.heap import HEAP
 from mockoai.wire.http2 import factory_for
 from mockoai.wire.site import MockSite
@@ -70,12 +69,12 @@ class MockoaiService(MultiService):
         _log.info(
             "mockoai {version} listening on {endpoints}",
             version=__version__,
-            endpoints=", ".join(settings.listen),
+            endpoints=", ".join(settings.server.listen),
         )
         _log.info(
             "models: {models}{any}",
-            models=", ".join(m.id for m in settings.models),
-            any=" (and any other name: --any-model)" if settings.any_model else "",
+            models=", ".join(m.id for m in settings.served.models),
+            any=" (and any other name: --any-model)" if settings.served.any_model else "",
         )
         _log.info(
             "corpus: {articles} articles, {tokens} tokens, {size:.1f} MB, built in {secs:.2f} s",
@@ -94,7 +93,7 @@ class MockoaiService(MultiService):
         _log.info(
             "draining {n} in-flight request(s), grace period {grace:g} s",
             n=site.active,
-            grace=self.settings.grace_period,
+            grace=self.settings.server.grace_period,
         )
         stopped_listening = super().stopService()
         for channel in list(site.channels):
@@ -102,7 +101,7 @@ class MockoaiService(MultiService):
                 _close(channel)
 
         drained: Deferred[None] = Deferred()
-        timer = self.clock.callLater(self.settings.grace_period, _fire, drained)
+        timer = self.clock.callLater(self.settings.server.grace_period, _fire, drained)
 
         def finished() -> None:
             if timer.active():
@@ -207,26 +206,26 @@ def build(
         Router(api.app),
         reactor,
         core.ids,
-        settings.max_body_size,
-        settings.idle_timeout,
-        settings.access_log,
-        lean=_use_lean(settings.http),
-        max_connections=settings.max_connections,
-        http_limits=HttpLimits.from_settings(settings),
+        settings.server.max_body_size,
+        settings.server.idle_timeout,
+        settings.observability.access_log,
+        lean=_use_lean(settings.server.http),
+        max_connections=settings.server.max_connections,
+        http_limits=settings.http_limits,
     )
     site.auth = core.auth
-    site.cors = cors.from_settings(settings)
+    site.cors = cors.from_settings(settings.cors)
     # The error envelope of each API, for the wire's refusals and Klein's handler.
     site.envelopes = api.envelopes = Envelopes(
         prefixes=[(openrouter_errors.PREFIX, openrouter_errors.body)]
     )
     top = MockoaiService(settings, core, api, site, reactor)
     _observe(top, worker, run_dir)
-    for description in map(with_backlog, settings.listen):
+    for description in map(with_backlog, settings.server.listen):
         if reuseport:
             ReusePortService(description, site, reactor).setServiceParent(top)
         else:
-            factory = factory_for(description, site, settings.http2)
+            factory = factory_for(description, site, settings.server.http2)
             strports.service(description, factory).setServiceParent(top)
     return top
 
@@ -249,12 +248,13 @@ def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> No
     """The finish hook, the request log, and (with --workers) the siblings' numbers."""
     settings, metrics, clock = top.settings, top.api.metrics, top.clock
     metrics.site = top.site
-    if settings.request_log:
+    logs = settings.observability
+    if logs.request_log:
         top.request_log = RequestLog(
-            worker_path(settings.request_log, worker),
+            worker_path(logs.request_log, worker),
             clock,
-            settings.request_log_max_size,
-            settings.request_log_files,
+            logs.request_log_max_size,
+            logs.request_log_files,
         )
         top.request_log.setServiceParent(top)
     top.site.observer = Observer(metrics.counts, top.request_log)

@@ -16,9 +16,8 @@ read costs two attribute checks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import attrs
 from twisted.logger import Logger
 
 from mockoai.pipeline import errors
@@ -28,30 +27,6 @@ if TYPE_CHECKING:
     from mockoai.interfaces import Clock, DelayedCall
 
 _log = Logger(namespace="mockoai.wire.guard")
-
-
-@attrs.frozen
-class HttpLimits:
-    """The HTTP-layer limits; 0 turns ``header_timeout`` off."""
-
-    max_url_length: int = 8192
-    max_headers: int = 100
-    max_header_bytes: int = 64 * 1024
-    header_timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> HttpLimits:
-        return cls(
-            settings.max_url_length,
-            settings.max_headers,
-            settings.max_header_bytes,
-            settings.header_timeout,
-        )
-
-    @property
-    def head_bytes(self) -> int:
-        """The most a request head may take on the wire (line, fields, framing)."""
-        return self.max_url_length + self.max_header_bytes + 4 * self.max_headers + 1024
 
 
 def uri_too_long(limit: int) -> errors.APIError:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
+from mockoai.ops.config import HttpLimits
 from mockoai.ops.observe import Observer
 from mockoai.pipeline import errors
 from mockoai.pipeline.auth import Authenticator
@@ -32,7 +33,7 @@ from mockoai.pipeline.limits import ConnectionCap, RefusedConnection
 from mockoai.wire import failures, guard
 from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import HeaderDeadlines, HttpLimits
+from mockoai.wire.guard import HeaderDeadlines
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Transport
