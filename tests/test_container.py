@@ -291,7 +291,9 @@ class DockerfileTests(TestCase):
         try:
             from check_jsonschema.builtin_schemas import get_builtin_schema
         except ImportError:
-            raise SkipTest("check-jsonschema (compose-spec schema) is not installed") from None
+            raise SkipTest(
+                "check-jsonschema (compose-spec schema; CPython only) is not installed"
+            ) from None
         import jsonschema
 
         validator = jsonschema.Draft202012Validator(get_builtin_schema("vendor.compose-spec"))
