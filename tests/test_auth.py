@@ -234,7 +234,7 @@ class AuthRoutes(SynchronousTestCase):
 
     def test_per_key_tpm_without_global_limits(self) -> None:
         self.use(api_keys=(ApiKey(KEY, tpm=20), ApiKey(OTHER)))
-        self.assertTrue(self.service.core.limits.enabled)
+        self.assertTrue(self.service.api.gate.limits.enabled)
         ok = self.client.post("/v1/chat/completions", CHAT, headers=bearer(KEY))
         self.assertEqual(ok.header("x-ratelimit-limit-tokens"), "20")
         big = {**CHAT, "max_tokens": 50}
@@ -258,7 +258,7 @@ class OffTests(SynchronousTestCase):
     def test_no_authenticator(self) -> None:
         service = make_service(tokens_mean=4.0, tokens_stddev=0.0)
         self.assertIsNone(service.site.auth)
-        self.assertIsNone(service.core.auth)
+        self.assertIsNone(service.api.gate.auth)
         client = Client(service)
         for headers in ({}, bearer("anything"), {"api-key": "x"}):
             self.assertEqual(client.post("/v1/chat/completions", CHAT, headers=headers).status, 200)

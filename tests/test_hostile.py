@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from mockoai.dialects.openai import validate
 from mockoai.ops.config import load_settings
-from mockoai.pipeline import validate
 from mockoai.pipeline.errors import APIError
 from mockoai.wire.guard import HeaderDeadlines
 from tests.optional import STACKS

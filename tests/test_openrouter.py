@@ -116,7 +116,7 @@ class RouterTestCase(TestCase):
         self.service = make_service(**values)
         self.clock = self.service.clock
         self.core = self.service.core
-        self.router = self.core.openrouter
+        self.router = self.service.api.openrouter
         self.client = Client(self.service)
 
     def post(

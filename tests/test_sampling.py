@@ -11,11 +11,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from mockoai.dialects.openai import validate
 from mockoai.ops.config import Settings
-from mockoai.pipeline import errors, validate
-from mockoai.pipeline.validate import GenerationRequest
+from mockoai.pipeline import errors
 from mockoai.sim import corpus
 from mockoai.sim.corpus import ARTICLE_LEAD, Corpus, unescape
+from mockoai.sim.request import GenerationRequest
 from mockoai.sim.sampling import LENGTH, STOP, ChoicePlan, Plan, Planner, escape
 from mockoai.sim.tokens import TOKEN, count_text
 from tests.optional import needs_scipy, stats

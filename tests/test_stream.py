@@ -19,12 +19,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from mockoai.dialects.openai.render import Renderer
 from mockoai.ops.config import Settings
 from mockoai.pipeline.stream import StreamProducer, delayed
-from mockoai.pipeline.validate import GenerationRequest
 from mockoai.sim import corpus
 from mockoai.sim.corpus import Corpus, unescape
 from mockoai.sim.engine import Engine, EngineConfig
 from mockoai.sim.latency import LatencyModel, constant
 from mockoai.sim.pacing import Pacer
+from mockoai.sim.request import GenerationRequest
 from mockoai.sim.sampling import STOP, Plan, Planner
 
 MODEL = "test/model-1"

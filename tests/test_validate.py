@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from mockoai.dialects.openai import validate
 from mockoai.ops.config import CHAT, COMPLETIONS
-from mockoai.pipeline import errors, validate
-from mockoai.pipeline.validate import GenerationRequest
+from mockoai.pipeline import errors
 from mockoai.sim import tokens
+from mockoai.sim.request import GenerationRequest
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 

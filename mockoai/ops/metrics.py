@@ -66,8 +66,10 @@ Body = Union[bytes, "Deferred[bytes]"]
 class Metrics:
     """This process's numbers (merged with its siblings' when there are any), rendered."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, stats: Stats) -> None:
         self.core = core
+        #: Each model's numbers, recorded on the request path.
+        self.stats = stats
         self.counts = RequestCounts()
         #: The site, for the in-flight count (set when the service is built).
         self.site: Any = None
@@ -76,10 +78,10 @@ class Metrics:
     def state(self) -> State:
         """This process's raw numbers, JSON-able."""
         return {
-            "stats": self.core.stats.state(),
+            "stats": self.stats.state(),
             "requests": self.counts.state(),
             "in_flight": self.site.active if self.site is not None else 0,
-            "engines": engine_state(self.core),
+            "engines": engine_state(self.core, self.stats),
         }
 
     def _gathered(self, render: Any) -> Body:
@@ -97,7 +99,7 @@ class Metrics:
         return self._gathered(stats_body)
 
 
-def engine_state(core: Core) -> list[tuple[str, int, int, int, int]]:
+def engine_state(core: Core, stats: Stats) -> list[tuple[str, int, int, int, int]]:
     """
     (model, running, waiting, kv held, kv capacity) per served model.  With
     no engine a model's running requests are those in flight and its KV
@@ -117,9 +119,9 @@ def engine_state(core: Core) -> list[tuple[str, int, int, int, int]]:
             held, capacity = engine.running_count, engine.config.max_running
         out.append((engine.model, engine.running_count, engine.waiting_count, held, capacity))
     engined = {row[0] for row in out}
-    for name, stats in core.stats.items():
+    for name, model_stats in stats.items():
         if name not in engined:
-            out.append((name, in_flight(stats), 0, 0, 0))
+            out.append((name, in_flight(model_stats), 0, 0, 0))
     return out
 
 

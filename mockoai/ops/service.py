@@ -21,13 +21,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mockoai import __version__
+from mockoai.dialects.openai.dialect import OpenAI
 from mockoai.dialects.openrouter import errors as openrouter_errors
+from mockoai.dialects.openrouter.api import OpenRouter
+from mockoai.dialects.openrouter.dialect import KEY_REFUSALS
 from mockoai.ops.config import Settings, describe
 from mockoai.ops.observe import Observer
 from mockoai.ops.requestlog import RequestLog, worker_path
 from mockoai.ops.siblings import Siblings
-from mockoai.ops.workers import ReusePortService
+from mockoai.ops.stats import Stats
+from mockoai.ops.workers import ReusePortService, clean_exit
 from mockoai.pipeline.errors import Envelopes
+from mockoai.pipeline.gate import Gate
+from mockoai.pipeline.ids import IdMaker
 from mockoai.routes import MockOAI
 from mockoai.sim.core import Core
 from mockoai.wire import cors
@@ -132,23 +138,13 @@ class MockoaiService(MultiService):
             clean_exit(self.clock)
             if self.request_log is not None:
                 self.request_log.close()
-            for line in self.core.stats.summary_lines():
+            for line in self.api.metrics.stats.summary_lines():
                 _log.info("{line}", line=line)
             _log.info("stopped")
 
         drained.addCallback(close_rest)
         drained.addCallback(stopped)
         return gatherResults([stopped_listening, drained])
-
-
-def clean_exit(reactor: object) -> None:
-    """
-    A drained shutdown is a success: exit with status 0.  twistd otherwise
-    re-raises the stopping signal at exit (status -15), which init systems
-    and CI runners read as a crash.
-    """
-    if getattr(reactor, "_exitSignal", None) is not None:
-        reactor._exitSignal = None  # type: ignore[attr-defined]
 
 
 #: Seconds closed connections get to flush their last bytes at shutdown.
@@ -200,12 +196,18 @@ def build(
         reactor = global_reactor
     assert reactor is not None
     core = Core(settings, reactor)
-    api = MockOAI(core)
+    ids = IdMaker()
+    # The APIs: OpenAI's at /v1, OpenRouter's at /api/v1 (its own 401s and envelope).
+    openrouter = OpenRouter(core, ids, settings)
+    gate = Gate.from_settings(
+        settings, core.planner, reactor, [(openrouter_errors.PREFIX, KEY_REFUSALS)]
+    )
+    api = MockOAI(core, Stats(), gate, OpenAI(core, ids, settings), openrouter)
     site = MockSite(
         api.app.resource(),  # type: ignore[arg-type]
         Router(api.app),
         reactor,
-        core.ids,
+        ids,
         settings.server.max_body_size,
         settings.server.idle_timeout,
         settings.observability.access_log,
@@ -213,7 +215,7 @@ def build(
         max_connections=settings.server.max_connections,
         http_limits=settings.http_limits,
     )
-    site.auth = core.auth
+    site.auth = gate.auth
     site.cors = cors.from_settings(settings.cors)
     # The error envelope of each API, for the wire's refusals and Klein's handler.
     site.envelopes = api.envelopes = Envelopes(

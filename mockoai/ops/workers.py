@@ -189,13 +189,21 @@ class Supervisor(Service):
             self.reactor.callLater(
                 self.grace_period + _KILL_AFTER, _kill_if_running, worker, process
             )
-        from mockoai.ops.service import clean_exit
-
         clean_exit(self.reactor)
         ended = DeferredList(waits)
         if self.run_dir is not None:
             ended.addBoth(_remove, self.run_dir)
         return ended
+
+
+def clean_exit(reactor: object) -> None:
+    """
+    A drained shutdown is a success: exit with status 0.  twistd otherwise
+    re-raises the stopping signal at exit (status -15), which init systems
+    and CI runners read as a crash.  (The supervisor's, and each worker's.)
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
 
 
 def _remove(result: object, path: str) -> object:

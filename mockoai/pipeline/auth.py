@@ -8,17 +8,18 @@ the site holds no L{Authenticator} and a request pays one attribute test.
 When on, L{Authenticator.check} runs once per request, before routing: a
 key comes from ``Authorization: Bearer <key>`` or, as Azure OpenAI sends
 it, ``api-key: <key>``; a missing or unknown key is answered with OpenAI's
-401 (OpenRouter's under ``/api/v1/``).  A request that passes carries its
+401, or with the 401 of the API whose path it is (L{KeyRefusals}, which the
+service takes from the dialects: OpenRouter's under ``/api/v1/``).  A
+request that passes carries its
 key's label as ``request.key_label`` for the request log, and its key's
 own rate limits feed L{mockoai.pipeline.limits.RateLimits}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from mockoai.dialects.openrouter import errors as openrouter_errors
 from mockoai.ops.config import ApiKey, AuthSettings, mask
 from mockoai.pipeline import errors
 
@@ -52,9 +53,22 @@ def incorrect_key(key: str) -> errors.APIError:
     )
 
 
-def user_not_found() -> openrouter_errors.RouterError:
-    """OpenRouter's 401 for a key it does not know."""
-    return openrouter_errors.RouterError(401, "User not found.")
+class KeyRefusals:
+    """How one API refuses a request's key: none presented, or one it does not know."""
+
+    __slots__ = ("missing", "unknown")
+
+    def __init__(
+        self, missing: Callable[[], errors.APIError], unknown: Callable[[bytes], errors.APIError]
+    ) -> None:
+        self.missing = missing
+        self.unknown = unknown
+
+
+#: OpenAI's 401s, for every path no other API claims.
+OPENAI_REFUSALS = KeyRefusals(
+    missing_key, lambda key: incorrect_key(key.decode("utf-8", "replace"))
+)
 
 
 def presented_key(request: Any) -> bytes | None:
@@ -80,12 +94,19 @@ def presented_key(request: Any) -> bytes | None:
 class Authenticator:
     """The configured keys, looked up by their bytes; built once at startup."""
 
-    def __init__(self, keys: Iterable[ApiKey], protect_monitoring: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Iterable[ApiKey],
+        protect_monitoring: bool = False,
+        refusals: Sequence[tuple[bytes, KeyRefusals]] = (),
+    ) -> None:
         self.keys = {k.key.encode("utf-8"): k for k in keys}
         if not self.keys:
             raise ValueError("an Authenticator needs at least one key")
         self._labels = {raw: k.name for raw, k in self.keys.items()}
         self._exempt = _PUBLIC if protect_monitoring else _PUBLIC | MONITORING
+        #: The 401s of the APIs that are not OpenAI's, by path prefix (longest first).
+        self._refusals = sorted(refusals, key=lambda r: -len(r[0]))
         self.refused = 0
 
     def check(self, request: Any) -> errors.APIError | None:
@@ -102,11 +123,12 @@ class Authenticator:
             return None
         self.refused += 1
         token = presented_key(request)
-        if path.startswith(openrouter_errors.PREFIX):
-            return openrouter_errors.no_credentials() if token is None else user_not_found()
-        if token is None:
-            return missing_key()
-        return incorrect_key(token.decode("utf-8", "replace"))
+        refusals = OPENAI_REFUSALS
+        for prefix, theirs in self._refusals:
+            if path.startswith(prefix):
+                refusals = theirs
+                break
+        return refusals.missing() if token is None else refusals.unknown(token)
 
     def limits(self) -> dict[str, tuple[int | None, int | None]]:
         """Per-key (rpm, tpm) for the rate limiter, for keys that set either."""
@@ -117,9 +139,11 @@ class Authenticator:
         }
 
 
-def from_settings(settings: AuthSettings) -> Authenticator | None:
+def from_settings(
+    settings: AuthSettings, refusals: Sequence[tuple[bytes, KeyRefusals]] = ()
+) -> Authenticator | None:
     """The site's authenticator, or ``None`` (no keys: every request passes)."""
     keys = settings.all_keys
     if not keys:
         return None
-    return Authenticator(keys, settings.health)
+    return Authenticator(keys, settings.health, refusals)

@@ -2,7 +2,8 @@
 """
 OpenAI's error envelope, and the exact messages OpenAI uses for each kind
 of bad input, so clients that match on ``code`` or ``param`` behave as they
-do against the real API.
+do against the real API.  L{APIError} itself is L{mockoai.apierror}'s (the
+simulation raises it too), named here as well for the code that answers.
 """
 
 from __future__ import annotations
@@ -10,46 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import ujson
+from mockoai.apierror import INVALID_REQUEST as INVALID_REQUEST
+from mockoai.apierror import SERVER_ERROR as SERVER_ERROR
+from mockoai.apierror import APIError as APIError
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
-
-INVALID_REQUEST = "invalid_request_error"
-SERVER_ERROR = "server_error"
-
-
-class APIError(Exception):
-    """An error answer: HTTP status plus OpenAI's ``{"error": {...}}`` body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = INVALID_REQUEST,
-        param: str | None = None,
-        code: str | None = None,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-    def body(self) -> bytes:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        # "replace": a message may quote a lone surrogate (from a JSON "\\udcff"
-        # escape or a non-UTF-8 path); rendering the error must never fail.
-        return ujson.dumps(
-            {"error": error}, ensure_ascii=False, escape_forward_slashes=False
-        ).encode("utf-8", "replace")
-
-    def __repr__(self) -> str:
-        return f"APIError({self.status}, {self.message!r}, code={self.code!r})"
-
 
 #: How a dialect shapes an error body: OpenAI's is L{APIError.body}.
 Envelope = Callable[[APIError], bytes]

@@ -17,16 +17,16 @@ their place in the engine.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from mockoai.dialects.openai.render import EventStream, Pieces
+from mockoai.apierror import APIError
 from mockoai.ops.stats import ModelStats, Recorder
-from mockoai.pipeline.errors import APIError
+from mockoai.pipeline.errors import Envelope, openai_envelope, write_error
 from mockoai.sim.engine import DONE, Engine, Sequence
 from mockoai.sim.pacing import Pacer, Waiter
 from mockoai.sim.sampling import ChoicePlan, Plan
@@ -41,7 +41,39 @@ _UNCOUNTED = ModelStats()
 #: transport's back-pressure every few dozen events.
 _WRITE_BATCH = 384
 
+#: Byte strings and corpus slices, joined once per write.
+Pieces = list["bytes | memoryview"]
 Emit = Callable[[int], Pieces]
+
+
+class Events(Protocol):
+    """
+    The events of one streamed answer, as a dialect renders them: each
+    method returns the pieces of one or more SSE events.  ``sent`` counts
+    the tokens the events returned so far carry.
+    """
+
+    sent: int
+
+    def opening(self, choice: ChoicePlan) -> Pieces: ...
+
+    def content(self, choice: ChoicePlan, event: int) -> Pieces: ...
+
+    def finish(self, choice: ChoicePlan) -> Pieces: ...
+
+    def closing(self) -> Pieces:
+        """What ends a stream that ran its course (usage, ``[DONE]``)."""
+        ...
+
+    def error_event(self, error: APIError) -> Pieces:
+        """What ends a stream broken off by ``error`` (L{mockoai.pipeline.faults})."""
+        ...
+
+
+class StreamHooks(Protocol):
+    """What a dialect adds around its streams (L{mockoai.pipeline.dialect.Answer})."""
+
+    def waiting(self, stream: StreamProducer) -> None: ...
 
 
 class Timeline:
@@ -51,8 +83,8 @@ class Timeline:
 
     Lists walked by index, not a generator of closures: no generator step
     and no new lambda per event on the paced hot path.  ``needs`` may be cut
-    short while the stream runs (an OpenRouter stream that fails mid-way ends
-    after its error event).
+    short while the stream runs (a stream broken off by a fault ends after
+    its error event: L{mockoai.pipeline.faults.cut_stream}).
     """
 
     __slots__ = ("emit", "needs")
@@ -62,7 +94,7 @@ class Timeline:
         self.emit = emit
 
 
-def token_timeline(plan: Plan, events: EventStream) -> Timeline:
+def token_timeline(plan: Plan, events: Events) -> Timeline:
     """Every event of the answer with the number of tokens it waits for."""
     if len(plan.choices) == 1:
         return _choice_timeline(plan.choices[0], events)
@@ -85,7 +117,7 @@ def _merged(timelines: list[Timeline]) -> Timeline:
     return Timeline([need for need, _, _ in order], emit)
 
 
-def _choice_timeline(choice: ChoicePlan, events: EventStream) -> Timeline:
+def _choice_timeline(choice: ChoicePlan, events: Events) -> Timeline:
     """One choice: its opening, one event per content slice, its finish."""
     counts = choice.counts
     # A choice cut to nothing by a stop string still waits for its first token.
@@ -118,10 +150,12 @@ class StreamProducer:
         self,
         request: Request,
         plan: Plan,
-        events: EventStream,
+        events: Events,
         pacer: Pacer,
         engine: Engine | None = None,
         stats: Recorder | None = None,
+        hooks: StreamHooks | None = None,
+        envelope: Envelope = openai_envelope,
     ) -> None:
         self.request = request
         self.plan = plan
@@ -132,8 +166,14 @@ class StreamProducer:
         self.pacer = pacer
         self.engine = engine
         self.clock: Clock = pacer.clock
+        self.hooks = hooks
+        #: How an error before the first byte is written (the dialect's envelope).
+        self.envelope = envelope
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
-        self._timeline = self.timeline()
+        #: The events to send, each with the tokens that must be out first.
+        self.timeline = token_timeline(plan, events)
+        #: Broken off by a fault: it ends on its error event, nothing after.
+        self.broken = False
         #: The next event of the timeline to send.
         self._k = 0
         # One waiter, re-armed for each event (inactive until then).
@@ -145,10 +185,6 @@ class StreamProducer:
         self._paused = False
         self._stopped = False
         self._t0 = 0.0
-
-    def timeline(self) -> Timeline:
-        """The events to send, each with the tokens that must be out first."""
-        return token_timeline(self.plan, self.events)
 
     def release(self) -> None:
         """Give up this stream's place in its engine now, not when its plan ends."""
@@ -191,6 +227,8 @@ class StreamProducer:
         self.request.write(b"")  # headers go out now, as OpenAI's do
         if self.engine is None:
             self._run()
+        if self.hooks is not None and not self.done.called:
+            self.hooks.waiting(self)
 
     def advanced(self, produced: int) -> None:
         self._produced = produced
@@ -204,15 +242,8 @@ class StreamProducer:
         self._unlink()
         self.stats.reject(error.status, error.code)
         request = self.request
-        request.setResponseCode(error.status)
-        request.setHeader(b"Content-Type", b"application/json")
-        for name, value in error.headers:
-            request.setHeader(name, value)
-        body = error.body()
-        request.setHeader(b"Content-Length", b"%d" % len(body))
         request.unregisterProducer()
-        request.write(body)
-        request.finish()
+        write_error(request, error, self.envelope)
         self.done.callback(None)
 
     def _run(self) -> None:
@@ -226,7 +257,7 @@ class StreamProducer:
         at = self.plan.timing.at
         t0 = self._t0
         produced = self._produced
-        timeline = self._timeline
+        timeline = self.timeline
         needs = timeline.needs
         emit = timeline.emit
         k = self._k
@@ -270,7 +301,8 @@ class StreamProducer:
         if self._stopped:
             return
         request = self.request
-        request.write(b"".join(self.events.closing()))
+        if not self.broken:
+            request.write(b"".join(self.events.closing()))
         plan = self.plan
         self.stats.completed(
             self.clock.seconds() - self._t0,
@@ -282,6 +314,9 @@ class StreamProducer:
         self._unlink()
         request.unregisterProducer()
         request.finish()
+        if self.broken:
+            # Its place in the engine is free now, not when its plan would end.
+            self.release()
         self.done.callback(None)
 
     def _unlink(self) -> None:
@@ -322,10 +357,32 @@ class StreamProducer:
             self.done.callback(None)
 
 
+def after_tokens(
+    engine: Engine | None,
+    pacer: Pacer,
+    plan: Plan,
+    tokens: int,
+    render: Callable[[], bytes],
+    stats: Recorder | None = None,
+) -> bytes | Deferred[bytes]:
+    """
+    A non-streaming body, rendered and released once each choice has
+    ``tokens`` tokens out (all of them, or fewer for an answer cut short):
+    when the engine has produced them, or when the timing says.
+    """
+    if engine is not None:
+        return completed(engine, plan, render, stats, tokens)
+    return delayed(pacer, plan.timing.at(tokens - 1), render, stats, plan)
+
+
 def completed(
-    engine: Engine, plan: Plan, render: Callable[[], bytes], stats: Recorder | None = None
+    engine: Engine,
+    plan: Plan,
+    render: Callable[[], bytes],
+    stats: Recorder | None = None,
+    tokens: int | None = None,
 ) -> Deferred[bytes]:
-    """A non-streaming body, released when the engine has produced it all."""
+    """A non-streaming body, released when the engine has produced it all (or ``tokens``)."""
     sequence: Sequence | None = None
 
     def cancel(d: Deferred[bytes]) -> None:
@@ -333,27 +390,30 @@ def completed(
             engine.cancel(sequence)
         (stats or _UNCOUNTED).cancel()
 
+    if tokens is None:
+        tokens = plan.tokens
     d: Deferred[bytes] = Deferred(cancel)
-    listener = _Completion(d, plan, render, engine.clock, stats or _UNCOUNTED)
-    sequence = Sequence(listener, len(plan.choices), plan.tokens, plan.prompt_tokens)
+    listener = _Completion(d, plan, tokens, render, engine.clock, stats or _UNCOUNTED)
+    sequence = Sequence(listener, len(plan.choices), tokens, plan.prompt_tokens)
     engine.submit(sequence)
     return d
 
 
 class _Completion:
-    """Engine listener for a non-streaming answer."""
+    """Engine listener for a non-streaming answer: renders it once ``tokens`` are out."""
 
     def __init__(
         self,
         d: Deferred[bytes],
         plan: Plan,
+        tokens: int,
         render: Callable[[], bytes],
         clock: Clock,
         stats: Recorder,
     ) -> None:
         self.d = d
         self.plan = plan
-        self.tokens = max(plan.tokens, 1)
+        self.tokens = max(tokens, 1)
         self.render = render
         self.clock = clock
         self.stats = stats

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
+from mockoai.apierror import SERVER_ERROR, APIError
 from mockoai.ops.config import EngineConfig
-from mockoai.pipeline import errors
 from mockoai.sim.latency import LatencyModel
 from mockoai.sim.pacing import Pacer, Waiter
 
@@ -39,7 +39,7 @@ class Listener(Protocol):
 
     def advanced(self, produced: int) -> None: ...
 
-    def failed(self, error: errors.APIError) -> None: ...
+    def failed(self, error: APIError) -> None: ...
 
 
 class Sequence:
@@ -122,7 +122,7 @@ class Engine:
         return held
 
     def submit(self, sequence: Sequence) -> None:
-        """Admit, queue, or refuse (raising the L{errors.APIError} to answer)."""
+        """Admit, queue, or refuse (raising the L{APIError} to answer)."""
         sequence.enqueued_at = self.clock.seconds()
         if self._fits(sequence) and not self.waiting:
             self._admit(sequence)
@@ -187,21 +187,21 @@ class Engine:
         config = self.config
         status = config.timeout_status
         sequence.listener.failed(
-            errors.APIError(
+            APIError(
                 status,
                 f"The request waited {config.queue_timeout:g} s in the queue for {self.model} "
                 "and timed out. The server is overloaded; please retry.",
-                type=errors.SERVER_ERROR,
+                type=SERVER_ERROR,
                 code="queue_timeout",
                 headers=((b"Retry-After", b"%d" % self._retry_after()),),
             )
         )
 
-    def _refusal(self) -> errors.APIError:
+    def _refusal(self) -> APIError:
         config = self.config
         retry = self._retry_after()
         if config.reject_status == 429:
-            return errors.APIError(
+            return APIError(
                 429,
                 f"The server is overloaded with requests for {self.model}: "
                 f"{self.used} running and {len(self.waiting)} waiting. "
@@ -210,10 +210,10 @@ class Engine:
                 code="rate_limit_exceeded",
                 headers=((b"Retry-After", b"%d" % retry),),
             )
-        return errors.APIError(
+        return APIError(
             config.reject_status,
             f"The engine serving {self.model} is overloaded. Please retry after {retry}s.",
-            type=errors.SERVER_ERROR,
+            type=SERVER_ERROR,
             code="overloaded",
             headers=((b"Retry-After", b"%d" % retry),),
         )

@@ -16,11 +16,11 @@ from bisect import bisect_left, bisect_right
 import attrs
 import numpy as np
 
+from mockoai.apierror import APIError
 from mockoai.ops.config import ModelProfile, Settings
-from mockoai.pipeline import errors
-from mockoai.pipeline.validate import GenerationRequest
 from mockoai.sim.corpus import ARTICLE_LEAD, Corpus
 from mockoai.sim.latency import Timing
+from mockoai.sim.request import GenerationRequest
 
 STOP = "stop"
 LENGTH = "length"
@@ -176,10 +176,11 @@ class Planner:
             return cap
         if request.max_tokens > cap:
             name = request.max_tokens_param
-            raise errors.invalid(
-                name,
+            raise APIError(
+                400,
                 f"{name} is too large: {request.max_tokens}. This model supports at most "
                 f"{cap} completion tokens, whereas you provided {request.max_tokens}.",
+                param=name,
                 code="invalid_value",
             )
         return request.max_tokens

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_render -*-
+# -*- test-case-name: tests.test_stream -*-
 """
 Bytes on the wire, from templates built once per model.
 
@@ -16,19 +16,14 @@ import os
 import string
 from collections.abc import Sequence
 
-import ujson
-
+from mockoai.apierror import APIError
+from mockoai.pipeline.media import dumps
+from mockoai.pipeline.stream import Pieces
 from mockoai.sim.corpus import Corpus
 from mockoai.sim.sampling import ChoicePlan, Plan, escape
 
-Pieces = list["bytes | memoryview"]
-
 DONE = b"data: [DONE]\n\n"
 _NULL_USAGE = b',"usage":null'
-
-
-def _json(value: object) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
 def _obfuscations(count: int = 64) -> list[bytes]:
@@ -74,8 +69,8 @@ class Renderer:
 
     def __init__(self, model: str, fingerprint: str, corpus: Corpus) -> None:
         self.corpus = corpus
-        model_json = _json(model)
-        fp = _json(fingerprint)
+        model_json = dumps(model)
+        fp = dumps(fingerprint)
         self.chat_head = b'{"id":"chatcmpl-'
         self.chat_object = b'","object":"chat.completion","created":'
         self.chat_model = b',"model":' + model_json + b',"choices":['
@@ -125,7 +120,7 @@ class Renderer:
 
     def completion_body(self, plan: Plan, rid: str, created: int) -> bytes:
         view = self.corpus.view
-        echo = _echoes(plan)
+        echo = echoes(plan)
         pieces: Pieces = [
             self.text_head,
             rid.encode(),
@@ -172,7 +167,8 @@ class Renderer:
         return TextStream(self.corpus, plan, head)
 
 
-def _echoes(plan: Plan) -> list[bytes]:
+def echoes(plan: Plan) -> list[bytes]:
+    """The prompts ``echo`` repeats, JSON-escaped (one per prompt)."""
     return [escape(p) for p in plan.request.echo]
 
 
@@ -224,6 +220,14 @@ class EventStream:
     def finish(self, choice: ChoicePlan) -> Pieces:
         raise NotImplementedError
 
+    def error_event(self, error: APIError) -> Pieces:
+        """
+        A stream broken off mid-way ends on ``data: {"error": {...}}``, as
+        OpenAI's do: the status line went out long ago, so the error is an
+        event (the SDKs raise it), and no ``[DONE]`` follows.
+        """
+        return [b"data: ", error.body(), b"\n\n"]
+
     def closing(self) -> Pieces:
         """The usage-only chunk (when asked for) and ``[DONE]``."""
         if not self.include_usage:
@@ -236,7 +240,8 @@ class EventStream:
         ]
 
     def _usage_head(self) -> bytes:
-        raise NotImplementedError
+        # The head ends inside the choices array; the usage chunk's is empty.
+        return self.head[: self.head.rindex(b'"choices":')] + b'"choices":[],"usage":'
 
 
 class ChatStream(EventStream):
@@ -269,10 +274,6 @@ class ChatStream(EventStream):
             *self._end(),
         ]
 
-    def _usage_head(self) -> bytes:
-        # The head ends inside the choices array; the usage chunk's is empty.
-        return self.head[: self.head.rindex(b'"choices":')] + b'"choices":[],"usage":'
-
 
 class TextStream(EventStream):
     """``text_completion`` events of the legacy completions endpoint."""
@@ -281,7 +282,7 @@ class TextStream(EventStream):
 
     def __init__(self, corpus: Corpus, plan: Plan, head: bytes) -> None:
         super().__init__(corpus, plan, head)
-        self.echo: Sequence[bytes] = _echoes(plan)
+        self.echo: Sequence[bytes] = echoes(plan)
 
     def opening(self, choice: ChoicePlan) -> Pieces:
         if not self.echo:
@@ -313,12 +314,9 @@ class TextStream(EventStream):
             *self._end(),
         ]
 
-    def _usage_head(self) -> bytes:
-        return self.head[: self.head.rindex(b'"choices":')] + b'"choices":[],"usage":'
-
 
 def models_list(models: Sequence[tuple[str, int, str]]) -> bytes:
-    return _json(
+    return dumps(
         {
             "object": "list",
             "data": [
@@ -330,4 +328,4 @@ def models_list(models: Sequence[tuple[str, int, str]]) -> bytes:
 
 
 def model_object(model: str, created: int, owner: str) -> bytes:
-    return _json({"id": model, "object": "model", "created": created, "owned_by": owner})
+    return dumps({"id": model, "object": "model", "created": created, "owned_by": owner})

@@ -15,9 +15,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-import ujson
-
 from mockoai.dialects.openrouter import errors
+from mockoai.pipeline.media import dumps
 
 MAX_KEYS = 4096
 _DAY = 86400
@@ -128,15 +127,9 @@ class Accounts:
             "expires_at": None,
             "rate_limit": {"requests": -1, "interval": "10s", "note": "not rate limited"},
         }
-        return _json({"data": data})
+        return dumps({"data": data})
 
     def credits_body(self, key: str, now: float) -> bytes:
         """``GET /api/v1/credits``: ``total_credits`` is null when unlimited."""
         account = self.account(key, now)
-        return _json({"data": {"total_credits": self.limit, "total_usage": account.usage}})
-
-
-def _json(value: object) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode(
-        "utf-8", "replace"
-    )
+        return dumps({"data": {"total_credits": self.limit, "total_usage": account.usage}})

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-import ujson
-
 from mockoai.dialects.openrouter.render import effective
 from mockoai.dialects.openrouter.routing import Router
 from mockoai.ops.config import ModelSpec, ProviderSpec
+from mockoai.pipeline.media import dumps
 
 #: The request parameters every model accepts and honours.
 SUPPORTED_PARAMETERS = (
@@ -46,10 +45,6 @@ def decimal(price: float) -> str:
     return format(Decimal(repr(price)).normalize(), "f")
 
 
-def _json(value: object) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
-
-
 def display_name(spec: ModelSpec) -> str:
     author, slash, name = spec.id.partition("/")
     return f"{author}: {name}" if slash else spec.id
@@ -77,15 +72,15 @@ class Catalog:
         for spec, max_output in models:
             card = self._card(spec, max_output)
             listed.append(card)
-            self.cards[spec.id] = _json({"data": card})
+            self.cards[spec.id] = dumps({"data": card})
             endpoints = {
                 key: card[key] for key in ("id", "name", "created", "description", "architecture")
             }
             endpoints["endpoints"] = [
                 self._endpoint(spec, provider, max_output) for provider in router.serving(spec)
             ]
-            self.endpoint_lists[spec.id] = _json({"data": endpoints})
-        self.body = _json({"data": listed})
+            self.endpoint_lists[spec.id] = dumps({"data": endpoints})
+        self.body = dumps({"data": listed})
 
     def _card(self, spec: ModelSpec, max_output: int) -> dict[str, Any]:
         cheapest = min(p.price for p in self.router.serving(spec))

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import ujson
-
 from mockoai.pipeline.errors import SERVER_ERROR, APIError
+from mockoai.pipeline.media import dumps
 
 #: Paths answered in OpenRouter's dialect (errors included).
 PREFIX = b"/api/v1/"
@@ -43,13 +42,16 @@ def body(error: APIError) -> bytes:
     metadata = getattr(error, "metadata", None)
     if metadata:
         payload["metadata"] = metadata
-    return ujson.dumps({"error": payload}, ensure_ascii=False, escape_forward_slashes=False).encode(
-        "utf-8", "replace"
-    )
+    return dumps({"error": payload})
 
 
 def no_credentials() -> RouterError:
     return RouterError(401, "No auth credentials found")
+
+
+def user_not_found() -> RouterError:
+    """OpenRouter's 401 for a key it does not know."""
+    return RouterError(401, "User not found.")
 
 
 def invalid(message: str) -> RouterError:

@@ -9,22 +9,22 @@ the chosen provider, and a stream that fails mid-way ending on a ``data:``
 event carrying an ``error`` and ``finish_reason: "error"``.  As in
 L{mockoai.dialects.openai.render}, everything constant for a (model, provider) pair is
 rendered once; per request only numbers, ids and corpus slices are spliced.
+The event templates repeat some of OpenAI's literal pieces (``"delta"``,
+``"index"``) on purpose: each event stays one list of constants and slices,
+joined once, with no shared helper call per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import ujson
-
-from mockoai.dialects.openai.render import DONE, EventStream, Pieces
+from mockoai.apierror import APIError
+from mockoai.dialects.openai.render import DONE, EventStream, echoes
 from mockoai.ops.config import ModelSpec, ProviderSpec
+from mockoai.pipeline.media import dumps
+from mockoai.pipeline.stream import Pieces
 from mockoai.sim.corpus import Corpus
-from mockoai.sim.sampling import ChoicePlan, Plan, escape
-
-
-def _json(value: object) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
+from mockoai.sim.sampling import ChoicePlan, Plan
 
 
 def _number(value: float) -> bytes:
@@ -34,9 +34,6 @@ def _number(value: float) -> bytes:
 
 _TEXT_OPEN = b',"logprobs":null,"finish_reason":null,"native_finish_reason":null}]}\n\n'
 _CHAT_OPEN = b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
-_STREAM_ERROR = (
-    b'"error":{"code":"server_error","message":"Provider disconnected unexpectedly"},"choices":['
-)
 
 
 #: Costs are kept to the picodollar: ``2e-05 + 5e-05`` is ``7e-05``, not ``7.000000000000001e-05``.
@@ -74,8 +71,8 @@ class RouterRenderer:
         self.model = spec.id
         self.provider = provider.name
         self.costs = Costs(spec, provider)
-        fp = _json(fingerprint)
-        who = b'","provider":' + _json(provider.name) + b',"model":' + _json(spec.id)
+        fp = dumps(fingerprint)
+        who = b'","provider":' + dumps(provider.name) + b',"model":' + dumps(spec.id)
         self.chat_head = who + b',"object":"chat.completion","created":'
         self.text_head = who + b',"object":"text_completion","created":'
         self.chunk_head = who + b',"object":"chat.completion.chunk","created":'
@@ -158,46 +155,28 @@ class RouterRenderer:
     def _stream_head(self, head: bytes, gid: str, created: int) -> bytes:
         return b"".join((b'data: {"id":"', gid.encode(), head, b"%d" % created, self.tail, b","))
 
-    def chat_stream(
-        self, plan: Plan, gid: str, created: int, reasoning: int, fail_after: int | None
-    ) -> ChatEvents:
+    def chat_stream(self, plan: Plan, gid: str, created: int, reasoning: int) -> ChatEvents:
         head = self._stream_head(self.chunk_head, gid, created)
-        return ChatEvents(self, plan, head, reasoning, fail_after)
+        return ChatEvents(self, plan, head, reasoning)
 
-    def completion_stream(
-        self, plan: Plan, gid: str, created: int, reasoning: int, fail_after: int | None
-    ) -> TextEvents:
+    def completion_stream(self, plan: Plan, gid: str, created: int, reasoning: int) -> TextEvents:
         head = self._stream_head(self.text_head, gid, created)
-        return TextEvents(self, plan, head, reasoning, fail_after)
-
-
-def echoes(plan: Plan) -> list[bytes]:
-    return [escape(p) for p in plan.request.echo]
+        return TextEvents(self, plan, head, reasoning)
 
 
 class RouterEvents(EventStream):
     """
     The events of one OpenRouter stream.  ``head`` ends just before
-    ``"choices":``; ``first`` is called when the first token goes out; after
-    ``fail_after`` tokens (when set) the stream ends on an error event.
+    ``"choices":``; ``first`` is called when the first event goes out.
     """
 
-    def __init__(
-        self,
-        renderer: RouterRenderer,
-        plan: Plan,
-        head: bytes,
-        reasoning: int,
-        fail_after: int | None,
-    ) -> None:
+    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes, reasoning: int) -> None:
         super().__init__(renderer.corpus, plan, head)
         self.renderer = renderer
         self.choice_head = head + b'"choices":['
         self.reasoning = reasoning
-        self.fail_after = fail_after
         self.first: Callable[[], None] | None = None
         self.started = False
-        self.failed = False
         self.closed = False
         self._open = {choice.index for choice in plan.choices}
 
@@ -207,15 +186,19 @@ class RouterEvents(EventStream):
             if self.first is not None:
                 self.first()
 
-    def _check(self, pieces: Pieces) -> Pieces:
-        """Append the error event once ``fail_after`` tokens are out."""
-        fail_after = self.fail_after
-        if fail_after is not None and self.sent >= fail_after and not self.failed:
-            self.failed = True
-            pieces.append(self.head + _STREAM_ERROR)
-            pieces.append(b",".join(self._error_choice(i) for i in sorted(self._open)))
-            pieces.append(b"]}\n\n")
-        return pieces
+    def error_event(self, error: APIError) -> Pieces:
+        """
+        A generation that breaks mid-way ends on a chunk with an ``error``
+        (its type as ``code``) and ``finish_reason: "error"`` for every
+        choice still open; no usage chunk, no ``[DONE]``.
+        """
+        return [
+            self.head,
+            b'"error":{"code":%s,"message":%s},"choices":['
+            % (dumps(error.type), dumps(error.message)),
+            b",".join(self._error_choice(i) for i in sorted(self._open)),
+            b"]}\n\n",
+        ]
 
     def _error_choice(self, index: int) -> bytes:
         raise NotImplementedError
@@ -228,9 +211,7 @@ class RouterEvents(EventStream):
         raise NotImplementedError
 
     def closing(self) -> Pieces:
-        """The usage chunk OpenRouter always sends, and ``[DONE]``; nothing after an error."""
-        if self.failed:
-            return []
+        """The usage chunk OpenRouter always sends, and ``[DONE]``."""
         self.closed = True
         plan = self.plan
         completion = plan.completion_tokens + self.reasoning
@@ -243,24 +224,22 @@ class ChatEvents(RouterEvents):
 
     def opening(self, choice: ChoicePlan) -> Pieces:
         self._begin()
-        pieces: Pieces = [
+        return [
             self.choice_head,
             b'{"index":%d,"delta":{"role":"assistant","content":""}' % choice.index,
             _CHAT_OPEN,
         ]
-        return self._check(pieces)
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         self._count(choice, event)
         bounds = choice.bounds
-        pieces: Pieces = [
+        return [
             self.choice_head,
             b'{"index":%d,"delta":{"content":"' % choice.index,
             self.view[bounds[event] : bounds[event + 1]],
             b'"}',
             _CHAT_OPEN,
         ]
-        return pieces if self.fail_after is None else self._check(pieces)
 
     def _finish(self, choice: ChoicePlan) -> Pieces:
         reason = choice.finish_reason.encode()
@@ -280,15 +259,8 @@ class ChatEvents(RouterEvents):
 class TextEvents(RouterEvents):
     """``text_completion`` events of the legacy completions endpoint."""
 
-    def __init__(
-        self,
-        renderer: RouterRenderer,
-        plan: Plan,
-        head: bytes,
-        reasoning: int,
-        fail_after: int | None,
-    ) -> None:
-        super().__init__(renderer, plan, head, reasoning, fail_after)
+    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes, reasoning: int) -> None:
+        super().__init__(renderer, plan, head, reasoning)
         self.echo = echoes(plan)
 
     def opening(self, choice: ChoicePlan) -> Pieces:
@@ -302,19 +274,18 @@ class TextEvents(RouterEvents):
                 b'","index":%d' % choice.index,
                 _TEXT_OPEN,
             )
-        return self._check(pieces)
+        return pieces
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         self._count(choice, event)
         bounds = choice.bounds
-        pieces: Pieces = [
+        return [
             self.choice_head,
             b'{"text":"',
             self.view[bounds[event] : bounds[event + 1]],
             b'","index":%d' % choice.index,
             _TEXT_OPEN,
         ]
-        return pieces if self.fail_after is None else self._check(pieces)
 
     def _finish(self, choice: ChoicePlan) -> Pieces:
         reason = choice.finish_reason.encode()

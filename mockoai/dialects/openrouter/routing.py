@@ -23,7 +23,7 @@ import attrs
 from mockoai.dialects.openrouter import errors
 from mockoai.ops.config import FailingSpec, ModelSpec, ProviderSpec
 from mockoai.pipeline.errors import APIError
-from mockoai.pipeline.validate import GenerationRequest
+from mockoai.sim.request import GenerationRequest
 
 if TYPE_CHECKING:
     from mockoai.sim.core import ServedModel
@@ -234,7 +234,7 @@ class Router:
         self,
         providers: Sequence[ProviderSpec],
         failing: Sequence[FailingSpec],
-        find: Callable[[str], ServedModel],
+        find: Callable[[str], ServedModel | None],
     ) -> None:
         self.providers = {p.slug: p for p in providers}
         self._all = list(self.providers.values())
@@ -292,9 +292,8 @@ class Router:
         error: APIError = errors.invalid_model(extras.models[0])
         output = request.max_tokens or 0
         for name in extras.models:
-            try:
-                served = self._find(name)
-            except APIError:
+            served = self._find(name)
+            if served is None:
                 error = errors.invalid_model(name)
                 continue
             spec = served.spec

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-import ujson
+from mockoai.pipeline.media import dumps
 
 
 class Generation:
@@ -129,9 +129,7 @@ class Generation:
             "external_user": self.user,
             "api_type": self.api_type,
         }
-        return ujson.dumps({"data": data}, ensure_ascii=False, escape_forward_slashes=False).encode(
-            "utf-8", "replace"
-        )
+        return dumps({"data": data})
 
 
 class GenerationStore:

@@ -1,52 +1,31 @@
 # -*- test-case-name: tests.test_validate -*-
 """
-Turn a request body into a typed L{GenerationRequest}, or raise the
-L{APIError} OpenAI would send for it.
+OpenAI's validation: turn a request body into a typed
+L{GenerationRequest}, or raise the L{APIError} OpenAI would send for it.
 
-This is the only place that looks at the JSON.  Both endpoints (and both
-wire dialects) produce the same protocol-agnostic object, so everything
-after validation -- planning, pacing, rendering -- never sees a dict.
-Unknown fields are tolerated, as vLLM and OpenRouter tolerate them:
-benchmark tools send many engine-specific extras.
+Both OpenAI endpoints, and OpenRouter's (which read their own extra fields
+besides, L{mockoai.dialects.openrouter.routing}), produce the same
+protocol-agnostic object, so everything after validation -- planning,
+pacing, rendering -- never sees a dict.  Unknown fields are tolerated, as
+vLLM and OpenRouter tolerate them: benchmark tools send many
+engine-specific extras.
 """
 
 from __future__ import annotations
 
 import json
 
-import attrs
 import ujson
 
 from mockoai.ops.config import CHAT, COMPLETIONS
 from mockoai.ops.config import InputLimits as InputLimits
 from mockoai.pipeline import errors
 from mockoai.sim import tokens
+from mockoai.sim.request import GenerationRequest
 
 ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 MAX_N = 128
 MAX_STOP = 4
-
-
-@attrs.define(slots=True)
-class GenerationRequest:
-    """What to generate, independent of endpoint and wire format."""
-
-    kind: str
-    model: str
-    prompt_tokens: int
-    max_tokens: int | None = None
-    max_tokens_param: str = "max_tokens"
-    n: int = 1
-    prompts: int = 1
-    stream: bool = False
-    include_usage: bool = False
-    continuous_usage: bool = False
-    include_obfuscation: bool = True
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    ignore_eos: bool = False
-    min_tokens: int = 0
-    echo: tuple[str, ...] = ()
 
 
 DEFAULT_LIMITS = InputLimits()
