@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from mockoai.apierror import INVALID_REQUEST as INVALID_REQUEST
 from mockoai.apierror import SERVER_ERROR as SERVER_ERROR
 from mockoai.apierror import APIError as APIError
+from mockoai.pipeline.media import JSON
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
@@ -75,7 +76,7 @@ def error_response(
     """
     body = envelope(error)
     request.setResponseCode(error.status)
-    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Type", JSON)
     for name, value in error.headers:
         request.setHeader(name, value)
     request.setHeader(b"Content-Length", b"%d" % len(body))
