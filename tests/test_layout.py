@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 
 from twisted.trial.unittest import TestCase
@@ -126,7 +127,9 @@ class ToolTests(TestCase):
         self.assertEqual(cycles({"a": {"b"}, "b": set()}), [])
 
     def test_every_kind_of_import_is_read(self) -> None:
-        root = self.mktemp()
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        root = os.path.join(scratch.name, "pkg")
         files = {
             "__init__.py": "from pkg import lazy\n",
             "a.py": (
