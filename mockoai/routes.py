@@ -22,6 +22,7 @@ from mockoai.dialects.openai.dialect import OpenAI, OpenAIDialect
 from mockoai.dialects.openrouter.api import OpenRouter
 from mockoai.dialects.openrouter.dialect import RouterDialect
 from mockoai.ops.config import CHAT, COMPLETIONS
+from mockoai.ops.dashboard import Dashboard
 from mockoai.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mockoai.ops.metrics import Metrics
 from mockoai.pipeline import errors
@@ -52,6 +53,10 @@ class MockOAI:
         self.draining = False
         #: /metrics and /stats (and the finish hook's counts).
         self.metrics = Metrics(core, stats)
+        #: /_mockoai/dashboard: a live page over the same numbers.
+        self.dashboard = Dashboard(
+            self.metrics, core.clock, core.settings.observability.dashboard_interval
+        )
         #: The keys and rate limits every generation passes.
         self.gate = gate
         self.openai = openai
@@ -141,6 +146,16 @@ class MockOAI:
         """Prometheus text exposition: mockoai's series and vLLM's (mockoai/ops/metrics.py)."""
         request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
         return self.metrics.exposition()
+
+    # The live dashboard (mockoai/ops/dashboard.py): operations, not generation.
+
+    @app.route("/_mockoai/dashboard", methods=["GET"])
+    def dashboard_page(self, request: Request) -> bytes:
+        return self.dashboard.page(request)
+
+    @app.route("/_mockoai/dashboard/events", methods=["GET"])
+    def dashboard_events(self, request: Request) -> bytes | Deferred[None]:
+        return self.dashboard.connect(request)
 
     # Errors: the same answers whichever resource dispatched the request.
 

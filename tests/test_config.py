@@ -886,6 +886,7 @@ RAW: dict[str, object] = {
     "request_log_max_size": "1M",
     "request_log_files": "2",
     "kv_cache_tokens": "1000",
+    "dashboard_interval": "2.5",
 }
 
 

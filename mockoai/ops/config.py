@@ -1238,6 +1238,12 @@ class ObservabilitySettings:
         "sequences / --max-running.",
         metavar="N",
     )
+    dashboard_interval: float = setting(
+        1.0,
+        _number(0.1, 60.0),
+        "Seconds between the live dashboard's updates (/_mockoai/dashboard).",
+        metavar="S",
+    )
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ own for the ``vllm:`` series), exact to the 1% precision of ours.  With
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Union
 
@@ -31,7 +32,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 from twisted.internet.defer import Deferred
 
-from mockoai.ops.observe import RequestCounts
+from mockoai.ops.observe import RequestCounts, recent_ring, recent_state
 from mockoai.ops.stats import Histogram, ModelStats, Stats
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class Metrics:
         #: Each model's numbers, recorded on the request path.
         self.stats = stats
         self.counts = RequestCounts()
+        #: The latest requests, for the dashboard (fed by the finish hook too).
+        self.recent = recent_ring()
+        #: Tells this process's numbers from its siblings' (and a restarted one's).
+        self.name = f"{os.getpid()}-{id(self):x}"
         #: The site, for the in-flight count (set when the service is built).
         self.site: Any = None
         self.siblings: Siblings | None = None
@@ -82,6 +87,8 @@ class Metrics:
             "requests": self.counts.state(),
             "in_flight": self.site.active if self.site is not None else 0,
             "engines": engine_state(self.core, self.stats),
+            "name": self.name,
+            "recent": recent_state(self.recent),
         }
 
     def _gathered(self, render: Any) -> Body:

@@ -5,15 +5,21 @@ status for /metrics, and handed to the request log when there is one.
 
 The site calls L{Observer.finished} once per request, from either HTTP
 stack, whether the answer went out or the client left first.  The cost
-when the request log is off is a dict lookup and an increment.
+when the request log is off is a dict lookup and an increment, and a
+tuple appended to the bounded ring of latest requests the dashboard shows.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from mockoai.ops.stats import OTHER
 from mockoai.pipeline.outcome import Outcome
+
+if TYPE_CHECKING:
+    from mockoai.interfaces import Clock
 
 #: The status of a request whose client left before anything was sent
 #: (nginx's "client closed request").
@@ -36,6 +42,8 @@ _EXACT = (
     "/health",
     "/stats",
     "/metrics",
+    "/_mockoai/dashboard",
+    "/_mockoai/dashboard/events",
 )
 _LABELS = {path.encode(): path for path in _EXACT}
 
@@ -81,6 +89,46 @@ class RequestCounts:
         return self
 
 
+#: Latest requests kept per process, for the dashboard's table.
+RECENT = 32
+
+#: (finished at, endpoint, status, outcome): what the hook has, unformatted.
+Recent = deque[tuple[float, str, int, Optional[Outcome]]]
+
+
+def recent_ring(size: int = RECENT) -> Recent:
+    return deque(maxlen=size)
+
+
+def recent_state(ring: Recent) -> list[list[Any]]:
+    """
+    The ring, oldest first, JSON-able: ``[time, endpoint, status, model,
+    stream, ttft_ms, e2e_ms, prompt_tokens, completion_tokens, error]``
+    (model and the rest null for requests with no record).
+    """
+    out: list[list[Any]] = []
+    for at, endpoint, status, outcome in ring:
+        if outcome is None:
+            out.append([at, endpoint, status, None, None, None, None, None, None, None])
+            continue
+        ttft, e2e = outcome.ttft, outcome.e2e
+        out.append(
+            [
+                at,
+                endpoint,
+                status,
+                outcome.model or None,
+                outcome.stream,
+                None if ttft is None else round(ttft * 1000.0, 3),
+                None if e2e is None else round(e2e * 1000.0, 3),
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                outcome.error,
+            ]
+        )
+    return out
+
+
 class Sink(Protocol):
     """Where finished requests go besides the counts (the request log)."""
 
@@ -88,11 +136,21 @@ class Sink(Protocol):
 
 
 class Observer:
-    """Sees every request end once; counts it, and logs it if asked."""
+    """Sees every request end once; counts it, keeps it in the ring, and logs it if asked."""
 
-    def __init__(self, counts: RequestCounts, log: Sink | None = None) -> None:
+    def __init__(
+        self,
+        counts: RequestCounts,
+        log: Sink | None = None,
+        recent: Recent | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.counts = counts
         self.log = log
+        self.recent = recent
+        # Bound once: the ring costs a request one clock read, a tuple and an append.
+        self._keep = None if recent is None else recent.append
+        self._seconds = time.time if clock is None else clock.seconds
 
     def finished(self, request: Any, lost: bool = False) -> None:
         outcome: Outcome | None = getattr(request, "outcome", None)
@@ -101,6 +159,9 @@ class Observer:
             status = CLIENT_CLOSED
         endpoint = endpoint_label(request.path)
         self.counts.add(endpoint, outcome.model if outcome is not None else "", status)
+        keep = self._keep
+        if keep is not None:
+            keep((self._seconds(), endpoint, status, outcome))
         if self.log is not None:
             self.log.add(request, status, endpoint, outcome)
 

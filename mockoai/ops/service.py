@@ -259,7 +259,8 @@ def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> No
             logs.request_log_files,
         )
         top.request_log.setServiceParent(top)
-    top.site.observer = Observer(metrics.counts, top.request_log)
+    top.site.observer = Observer(metrics.counts, top.request_log, metrics.recent, clock)
+    top.api.dashboard.setServiceParent(top)  # its streams end when the drain begins
     if run_dir is not None and worker is not None:
         metrics.siblings = Siblings(clock, run_dir, worker, metrics.state)
         metrics.siblings.setServiceParent(top)

@@ -17,7 +17,7 @@ which makes a constant distribution exact.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -226,6 +226,42 @@ class Histogram:
         if state["min"] is not None:
             self._min = min(self._min, state["min"])
         return self
+
+    def of_buckets(self, counts: Mapping[int, int]) -> Histogram:
+        """
+        A new histogram of this layout holding ``counts`` by bucket index: the
+        difference of two L{state}s, say, which is what was recorded between
+        them (the dashboard's sliding window).  Those values' exact extremes
+        are unknown, so the values of the outermost buckets stand in for them.
+        """
+        h = self._empty()
+        used = sorted(i for i, n in counts.items() if n > 0)
+        if not used:
+            return h
+        values = self._values
+        for i in used:
+            n = counts[i]
+            h._counts[i] += n
+            h.count += n
+            h.total += float(values[i]) * n
+        h._min = float(values[used[0]])
+        h._max = float(values[used[-1]])
+        return h
+
+    def _empty(self) -> Histogram:
+        """An empty histogram sharing this one's layout (read-only) instead of rebuilding it."""
+        h = Histogram.__new__(Histogram)
+        for name in (
+            "lowest", "highest", "precision", "integers",
+            "_last", "_lower", "_top", "_inv_log_ratio", "_offset", "_values",
+        ):  # fmt: skip
+            setattr(h, name, getattr(self, name))
+        h._counts = [0] * (self._last + 1)
+        h.count = 0
+        h.total = 0.0
+        h._min = math.inf
+        h._max = 0.0
+        return h
 
     def summary(self, scale: float = 1.0, digits: int = 2) -> dict[str, float | int]:
         """count, mean, p50, p90, p99, max: values times ``scale``, rounded."""

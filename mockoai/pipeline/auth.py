@@ -26,10 +26,11 @@ from mockoai.pipeline import errors
 INVALID_API_KEY = "invalid_api_key"
 
 #: Monitoring endpoints, exempt from keys unless ``--auth-health``.
-MONITORING = frozenset({b"/health", b"/metrics", b"/stats"})
-#: OpenRouter's model catalog is public there, so it is here.
+MONITORING = frozenset({b"/health", b"/metrics", b"/stats", b"/_mockoai/dashboard/events"})
+#: OpenRouter's model catalog is public there, so it is here.  The dashboard's
+#: page is the package's static file; its numbers come from its events, above.
 _PUBLIC_PREFIX = b"/api/v1/models/"
-_PUBLIC = frozenset({b"/api/v1/models"})
+_PUBLIC = frozenset({b"/api/v1/models", b"/_mockoai/dashboard"})
 
 _MISSING_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
