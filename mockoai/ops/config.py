@@ -1029,7 +1029,7 @@ class HttpLimits:
 @attrs.frozen
 class InputLimits:
     """
-    What a request body may hold (L{mockoai.pipeline.validate}): nesting
+    What a request body may hold (L{mockoai.dialects.openai.validate}): nesting
     depth, chat messages, characters per string and in all, and ``n``.
     """
 
