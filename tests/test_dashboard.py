@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from tests.support import (
     make_service,
     parse_responses,
 )
+from tests.test_tls import H2Client, make_cert_pair, run, tls_connect
 
 PAGE = "/_mockoai/dashboard"
 EVENTS = "/_mockoai/dashboard/events"
@@ -362,6 +364,39 @@ class TwistedStackStreamTests(StreamTests):
     """The same on twisted.web's HTTP/1.1 stack."""
 
     http = "twisted"
+
+
+class Http2Tests(SynchronousTestCase):
+    """The stream over HTTP/2 (a TLS listener): events flow, a reset stream is a lost page."""
+
+    def test_events_over_h2(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="mockoai-tls-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        service = make_service(models=("m",))
+        client = H2Client()
+        connection = tls_connect(service, make_cert_pair(directory), client)
+        sid = client.request("GET", EVENTS)
+        connection.pump.flush()
+        run(service, connection, 2.0, 0.5)
+        response = client.responses[sid]
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.headers["content-type"], "text/event-stream; charset=utf-8")
+        self.assertFalse(response.ended)
+        names = [name for name, _ in events(response.body)]
+        self.assertEqual(names, ["history", "snapshot", "snapshot", "snapshot"])
+        self.assertTrue(service.api.dashboard.ticking)
+        client.reset(sid)
+        connection.pump.flush()
+        self.assertFalse(service.api.dashboard.ticking)
+        self.assertEqual(service.site.active, 0)
+        # Another page on the same connection, then the drain ends its stream.
+        again = client.request("GET", EVENTS)
+        connection.pump.flush()
+        run(service, connection, 1.0, 0.5)
+        service.stopService()
+        run(service, connection, 0.1, 0.05)
+        self.assertTrue(client.responses[again].ended)
+        self.assertEqual(len(events(client.responses[again].body)), 3)
 
 
 class AuthTests(SynchronousTestCase):
