@@ -151,7 +151,7 @@ class LengthTests(SynchronousTestCase):
         p = planner(response_delay=0.5, itl=0.01)
         req = request(n=2)
         plan = p.plan(req)
-        self.assertIs(plan.request, req)
+        self.assertIs(plan.wanted, req)
         self.assertEqual(plan.ttft, 0.5)
         self.assertEqual(plan.prompt_tokens, 9)
         self.assertEqual(plan.completion_tokens, sum(c.tokens for c in plan.choices))

@@ -27,7 +27,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from mockoai.apierror import APIError
 from mockoai.ops.stats import ModelStats, Recorder
 from mockoai.pipeline.errors import Envelope, openai_envelope, write_error
-from mockoai.sim.engine import DONE, Engine, Sequence
+from mockoai.sim.engine import FINISHED, Engine, Sequence
 from mockoai.sim.pacing import Pacer, Waiter
 from mockoai.sim.sampling import ChoicePlan, Plan
 
@@ -329,7 +329,7 @@ class StreamProducer:
         self.pacer.cancel(self._waiter)
         self._waiter = _SPENT
         sequence = self._sequence
-        if sequence is not None and sequence.state == DONE:
+        if sequence is not None and sequence.state == FINISHED:
             self._sequence = None  # it holds this stream as its listener
 
     def _lost(self, reason: Failure) -> None:

@@ -31,7 +31,7 @@ from mockoai.ops.config import EngineConfig
 from mockoai.sim.latency import LatencyModel
 from mockoai.sim.pacing import Pacer, Waiter
 
-WAITING, JOINING, RUNNING, DONE = range(4)
+WAITING, JOINING, RUNNING, FINISHED = range(4)
 
 
 class Listener(Protocol):
@@ -117,7 +117,7 @@ class Engine:
         """
         held = 0
         for sequence in (*self._batch, *self.joining):
-            if sequence.state != DONE:
+            if sequence.state != FINISHED:
                 held += sequence.prompt_tokens + sequence.width * sequence.produced
         return held
 
@@ -138,14 +138,14 @@ class Engine:
 
     def cancel(self, sequence: Sequence) -> None:
         """The client went away: free its place at once."""
-        if sequence.state == DONE:
+        if sequence.state == FINISHED:
             return
         if sequence.state == WAITING:
             self._unqueue(sequence)
         else:
             self._retire(sequence)
             self._admit_waiting()
-        sequence.state = DONE
+        sequence.state = FINISHED
 
     def _fits(self, sequence: Sequence) -> bool:
         return self.used + sequence.width <= self.config.max_running or self.used == 0
@@ -176,14 +176,14 @@ class Engine:
     def _retire(self, sequence: Sequence) -> None:
         if sequence.state in (JOINING, RUNNING):
             self.used -= sequence.width
-        sequence.state = DONE
+        sequence.state = FINISHED
 
     def _expire(self, sequence: Sequence) -> None:
         if sequence.state != WAITING:
             return
         sequence.timeout = None
         self._unqueue(sequence)
-        sequence.state = DONE
+        sequence.state = FINISHED
         config = self.config
         status = config.timeout_status
         sequence.listener.failed(
@@ -268,7 +268,7 @@ class Engine:
         self._ending = True
         try:
             for sequence in members:
-                if sequence.state == DONE:
+                if sequence.state == FINISHED:
                     continue
                 sequence.state = RUNNING
                 sequence.produced += 1

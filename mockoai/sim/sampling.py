@@ -126,7 +126,7 @@ class Draws:
 class Plan:
     """Everything about an answer except the bytes it is rendered into."""
 
-    request: GenerationRequest
+    wanted: GenerationRequest
     choices: list[ChoicePlan]
     timing: Timing
 
@@ -144,7 +144,7 @@ class Plan:
 
     @property
     def prompt_tokens(self) -> int:
-        return self.request.prompt_tokens
+        return self.wanted.prompt_tokens
 
     @property
     def completion_tokens(self) -> int:
@@ -170,39 +170,39 @@ class Planner:
         self._offsets = memoryview(corpus.offsets)  # type: ignore[arg-type]
         self._articles: list[int] = corpus.article_tokens.tolist()
 
-    def limit(self, request: GenerationRequest, cap: int | None = None) -> int:
+    def limit(self, wanted: GenerationRequest, cap: int | None = None) -> int:
         cap = self._profile.max_output_tokens if cap is None else cap
-        if request.max_tokens is None:
+        if wanted.max_tokens is None:
             return cap
-        if request.max_tokens > cap:
-            name = request.max_tokens_param
+        if wanted.max_tokens > cap:
+            name = wanted.max_tokens_param
             raise APIError(
                 400,
-                f"{name} is too large: {request.max_tokens}. This model supports at most "
-                f"{cap} completion tokens, whereas you provided {request.max_tokens}.",
+                f"{name} is too large: {wanted.max_tokens}. This model supports at most "
+                f"{cap} completion tokens, whereas you provided {wanted.max_tokens}.",
                 param=name,
                 code="invalid_value",
             )
-        return request.max_tokens
+        return wanted.max_tokens
 
-    def plan(self, request: GenerationRequest, profile: ModelProfile | None = None) -> Plan:
+    def plan(self, wanted: GenerationRequest, profile: ModelProfile | None = None) -> Plan:
         profile = profile or self._profile
-        limit = self.limit(request, profile.max_output_tokens)
-        if request.seed is None:
+        limit = self.limit(wanted, profile.max_output_tokens)
+        if wanted.seed is None:
             draws = self._draws
         else:
             # numpy takes non-negative seeds only; OpenAI's seed is any int64.
-            draws = Draws(np.random.default_rng(request.seed % 2**64), block=64)
+            draws = Draws(np.random.default_rng(wanted.seed % 2**64), block=64)
         mean, stddev = profile.tokens_mean, profile.tokens_stddev
-        floor = min(max(request.min_tokens, 1), limit)
+        floor = min(max(wanted.min_tokens, 1), limit)
         offsets = self._offsets
         articles = self._articles
         total = self.corpus.tokens
         used: set[int] = set()
 
         choices = []
-        for index in range(request.n * request.prompts):
-            if request.ignore_eos:
+        for index in range(wanted.n * wanted.prompts):
+            if wanted.ignore_eos:
                 length = limit
             else:
                 length = min(max(round(mean + stddev * draws.normal()), floor), limit)
@@ -217,8 +217,8 @@ class Planner:
             used.add(first)
             start = offsets[first] + self._lead
             end = offsets[first + length]
-            if request.stop:
-                cut = self._find_stop(request.stop, start, end)
+            if wanted.stop:
+                cut = self._find_stop(wanted.stop, start, end)
                 if cut is not None:
                     end = cut
                     finish = STOP
@@ -228,9 +228,9 @@ class Planner:
             )
         model = profile.latency
         rng = draws.rng
-        ttft = model.first_token(rng, request.prompt_tokens)
+        ttft = model.first_token(rng, wanted.prompt_tokens)
         longest = max((c.tokens for c in choices), default=0)
-        return Plan(request, choices, model.times(rng, ttft, longest))
+        return Plan(wanted, choices, model.times(rng, ttft, longest))
 
     def partition(self, choice: ChoicePlan, draws: Draws) -> tuple[list[int], list[int]]:
         """Split a choice into stream events of --stream-tokens tokens each."""

@@ -133,7 +133,7 @@ class Renderer:
                 pieces.append(b",")
             pieces += (
                 b'{"text":"',
-                echo[choice.index // plan.request.n] if echo else b"",
+                echo[choice.index // plan.wanted.n] if echo else b"",
                 view[choice.start : choice.end],
                 b'","index":%d,"logprobs":null,"finish_reason":"' % choice.index,
                 choice.finish_reason.encode(),
@@ -169,7 +169,7 @@ class Renderer:
 
 def echoes(plan: Plan) -> list[bytes]:
     """The prompts ``echo`` repeats, JSON-escaped (one per prompt)."""
-    return [escape(p) for p in plan.request.echo]
+    return [escape(p) for p in plan.wanted.echo]
 
 
 class EventStream:
@@ -184,10 +184,10 @@ class EventStream:
         self.view = corpus.view
         self.plan = plan
         self.head = head
-        request = plan.request
-        self.include_usage = request.include_usage
-        self.continuous = request.continuous_usage
-        self.obfuscate = request.include_obfuscation
+        wanted = plan.wanted
+        self.include_usage = wanted.include_usage
+        self.continuous = wanted.continuous_usage
+        self.obfuscate = wanted.include_obfuscation
         self.sent = 0
         self._event = 0
 
@@ -290,7 +290,7 @@ class TextStream(EventStream):
         return [
             self.head,
             b'{"text":"',
-            self.echo[choice.index // self.plan.request.n],
+            self.echo[choice.index // self.plan.wanted.n],
             b'","index":%d,"logprobs":null,"finish_reason":null}]' % choice.index,
             *self._end(),
         ]

@@ -16,7 +16,7 @@ from mockoai.dialects.openrouter import errors
 from mockoai.dialects.openrouter.accounts import Accounts
 from mockoai.dialects.openrouter.catalog import Catalog
 from mockoai.dialects.openrouter.render import RouterRenderer
-from mockoai.dialects.openrouter.routing import Router
+from mockoai.dialects.openrouter.routing import ProviderRouter
 from mockoai.dialects.openrouter.store import Generation, GenerationStore
 from mockoai.dialects.openrouter.stream import Processing
 from mockoai.ops.config import ModelSpec, ProviderSpec
@@ -54,7 +54,7 @@ class OpenRouter:
         self.ids = ids
         #: What a request body may hold (the hostile-input settings).
         self.limits: InputLimits = settings.input_limits
-        self.router = Router(openrouter.providers, openrouter.failing_models, core.model)
+        self.router = ProviderRouter(openrouter.providers, openrouter.failing_models, core.model)
         self.accounts = Accounts(openrouter.credit_limit)
         self.store = GenerationStore(openrouter.generations, openrouter.generation_ttl)
         self.catalog = Catalog(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from mockoai.dialects.openrouter.render import effective
-from mockoai.dialects.openrouter.routing import Router
+from mockoai.dialects.openrouter.routing import ProviderRouter
 from mockoai.ops.config import ModelSpec, ProviderSpec
 from mockoai.pipeline.media import dumps
 
@@ -64,7 +64,7 @@ def _pricing(spec: ModelSpec, factor: float) -> dict[str, str]:
 class Catalog:
     """The pre-rendered model list, model cards and endpoint lists."""
 
-    def __init__(self, models: Sequence[tuple[ModelSpec, int]], router: Router) -> None:
+    def __init__(self, models: Sequence[tuple[ModelSpec, int]], router: ProviderRouter) -> None:
         self.router = router
         self.cards: dict[str, bytes] = {}
         self.endpoint_lists: dict[str, bytes] = {}

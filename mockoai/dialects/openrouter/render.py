@@ -135,7 +135,7 @@ class RouterRenderer:
             reason = choice.finish_reason.encode()
             pieces += (
                 b'{"text":"',
-                echo[choice.index // plan.request.n] if echo else b"",
+                echo[choice.index // plan.wanted.n] if echo else b"",
                 view[choice.start : choice.end],
                 b'","index":%d,"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s"}'
                 % (choice.index, reason, reason),
@@ -270,7 +270,7 @@ class TextEvents(RouterEvents):
             pieces += (
                 self.choice_head,
                 b'{"text":"',
-                self.echo[choice.index // self.plan.request.n],
+                self.echo[choice.index // self.plan.wanted.n],
                 b'","index":%d' % choice.index,
                 _TEXT_OPEN,
             )

@@ -227,7 +227,7 @@ def parse(body: dict[str, Any], model: str, known: dict[str, ProviderSpec]) -> E
 # --- routing ------------------------------------------------------------------
 
 
-class Router:
+class ProviderRouter:
     """Picks the model and provider that answer a request."""
 
     def __init__(
