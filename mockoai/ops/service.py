@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_e2e -*-
 """
 The service tree, assembled in one place: core, routes, site, listeners,
 and the shutdown drain.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_errors -*-
+# -*- test-case-name: tests.test_envelopes,tests.test_validate -*-
 """
 OpenAI's error envelope, and the exact messages OpenAI uses for each kind
 of bad input, so clients that match on ``code`` or ``param`` behave as they

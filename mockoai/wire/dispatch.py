@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dispatch -*-
+# -*- test-case-name: tests.test_routes -*-
 """
 A lean dispatcher over the Klein route table.
 

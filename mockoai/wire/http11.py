@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_http11 -*-
+# -*- test-case-name: tests.test_hostile -*-
 """
 A lean HTTP/1.1 server protocol on httptools, for the hot path.
 

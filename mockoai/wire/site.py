@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_site -*-
+# -*- test-case-name: tests.test_hostile,tests.test_envelopes -*-
 """
 The HTTP/1.1 layer: twisted.web's channel and request, with what a mock
 inference server needs and nothing it does not.
