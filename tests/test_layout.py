@@ -194,3 +194,39 @@ class LayoutTests(TestCase):
         """The wire serves any API: it knows neither a dialect nor the route table."""
         forbidden = ("mockoai.dialects", "mockoai.routes")
         self.assertEqual(self.offending("mockoai.wire", forbidden), [])
+
+
+class DocumentedLayoutTests(TestCase):
+    """The README's layout table names every module, so a newcomer finds each one there."""
+
+    def test_every_module_in_the_readme(self) -> None:
+        readme = os.path.join(os.path.dirname(ROOT), "README.md")
+        if not os.path.exists(readme):  # an installed package without its checkout
+            self.skipTest("README.md is not beside the package")
+        with open(readme, encoding="utf-8") as handle:
+            text = handle.read()
+        table = text[text.index("## Layout") :]
+        table = table[: table.index("\n## ", 1)]
+        missing = sorted(
+            f"mockoai/{os.path.relpath(path, ROOT)}"
+            for name, path in modules().items()
+            if not path.endswith("__init__.py")
+            and f"`mockoai/{os.path.relpath(path, ROOT)}`" not in table
+        )
+        self.assertEqual(missing, [])
+
+    def test_every_test_case_name_exists(self) -> None:
+        """Each module's ``test-case-name`` header names test modules that exist."""
+        tests = os.path.join(os.path.dirname(os.path.abspath(__file__)))
+        wrong = []
+        for name, path in sorted(modules().items()):
+            with open(path, encoding="utf-8") as handle:
+                first = handle.readline()
+            if "test-case-name:" not in first:
+                continue
+            names = first.split("test-case-name:", 1)[1].split("-*-", 1)[0]
+            for test in (n.strip() for n in names.split(",")):
+                module = test.split(".", 1)[1] if test.startswith("tests.") else test
+                if not os.path.exists(os.path.join(tests, module.replace(".", os.sep) + ".py")):
+                    wrong.append(f"{name}: {test}")
+        self.assertEqual(wrong, [])
