@@ -6,8 +6,10 @@ leaked connection or request -- on both HTTP/1.1 stacks.
 The same table of raw requests runs in memory (where the site's counters
 can be read) and over real sockets against ``twistd -n mockoai``; a
 hypothesis property throws arbitrary JSON at every field of both generation
-endpoints; schemathesis fuzzes the server from OpenAI's own spec, restricted
-to the operations mockoai implements (``tests/openapi/openai-operations.json``).
+endpoints (and OpenRouter's), and lone surrogates, overlong UTF-8 and NUL at
+every string field of a valid request; schemathesis fuzzes the server from
+OpenAI's own spec, restricted to the operations mockoai implements
+(``tests/openapi/openai-operations.json``).
 """
 
 from __future__ import annotations
@@ -168,6 +170,35 @@ CASES: dict[str, tuple[bytes, int, str | None]] = {
         ),
         400,
         "prompt[1]",
+    ),
+    # Strings that are not Unicode (json.dumps sends a lone surrogate as its escape).
+    "lone surrogate in stop": (chat(stop="\ud800"), 400, "stop"),
+    "lone surrogate in a streamed stop": (chat(stop=["a", "\udfff"], stream=True), 400, "stop[1]"),
+    "lone surrogate as UTF-8 bytes in stop": (
+        post(json.dumps(OK_BODY).encode()[:-1] + b', "stop": "\xed\xa0\x80"}'),
+        400,
+        "stop",
+    ),
+    "lone surrogate in an echo prompt": (
+        post(
+            json.dumps(
+                {"model": "gpt-3.5-turbo-instruct", "prompt": "a\ud83d", "echo": True}
+            ).encode(),
+            path=b"/v1/completions",
+        ),
+        400,
+        "prompt",
+    ),
+    "lone surrogate in model": (chat(model="\udc80"), 400, "model"),
+    "lone surrogate in a message": (
+        chat(messages=[{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]),
+        400,
+        "messages[0].content[0].text",
+    ),
+    "overlong UTF-8 in stop": (
+        post(json.dumps(OK_BODY).encode()[:-1] + b', "stop": "\xc0\xaf"}'),
+        400,
+        None,
     ),
 }
 
@@ -435,17 +466,50 @@ class StrictBodyTests(SynchronousTestCase):
 # --------------------------------------------------------------------------
 # Property: arbitrary JSON in every field never gets a 5xx.
 
+#: Stand-ins for bytes no str holds, swapped in once a body is encoded (see L{encode}).
+OVERLONG = "\ue000"  # an overlong "/": b"\xc0\xaf"
+RAW_SURROGATE = "\ue001"  # U+D800 spelled in UTF-8 bytes: b"\xed\xa0\x80"
+#: What a hostile client puts in strings: lone surrogates (high, low, the
+#: half of an emoji), a valid pair, NUL, overlong UTF-8, raw surrogate bytes.
+HOSTILE = st.sampled_from(
+    [
+        "\ud800",
+        "\udbff",
+        "\udc00",
+        "\udfff",
+        "\ud83d",
+        "\ud83d\ude00",
+        "\x00",
+        OVERLONG,
+        RAW_SURROGATE,
+    ]
+)
+
+
+def text(max_size: int) -> st.SearchStrategy[str]:
+    """Any text, or text spliced with the strings hostile clients send."""
+    return st.text(max_size=max_size) | st.lists(
+        st.text(max_size=3) | HOSTILE, min_size=1, max_size=4
+    ).map("".join)
+
+
+def encode(body: object) -> bytes:
+    """``body`` as JSON, lone surrogates as escapes, the stand-ins as their raw bytes."""
+    raw = json.dumps(body).encode()
+    return raw.replace(b"\\ue000", b"\xc0\xaf").replace(b"\\ue001", b"\xed\xa0\x80")
+
+
 JSON_LEAF = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
+    | text(max_size=20)
 )
 JSON_VALUE = st.recursive(
     JSON_LEAF,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4) | st.dictionaries(text(max_size=8), inner, max_size=4)
     ),
     max_leaves=12,
 )
@@ -460,21 +524,21 @@ MESSAGE = st.fixed_dictionaries(
     optional={
         "role": maybe(st.sampled_from(["user", "system", "assistant", "tool", "developer", "x"])),
         "content": maybe(
-            st.text(max_size=40)
+            text(max_size=40)
             | st.lists(
                 st.fixed_dictionaries(
                     {"type": maybe(st.sampled_from(["text", "image_url"]))},
-                    optional={"text": maybe(st.text(max_size=20))},
+                    optional={"text": maybe(text(max_size=20))},
                 ),
                 max_size=3,
             )
         ),
-        "name": JSON_VALUE,
-        "tool_call_id": JSON_VALUE,
+        "name": maybe(text(max_size=10)),
+        "tool_call_id": maybe(text(max_size=10)),
     },
 )
 COMMON = {
-    "model": maybe(st.sampled_from(["gpt-4o", "gpt-3.5-turbo-instruct", "nope"])),
+    "model": maybe(st.sampled_from(["gpt-4o", "gpt-3.5-turbo-instruct", "nope"]) | text(8)),
     "n": maybe(st.integers(min_value=-2, max_value=140)),
     "max_tokens": maybe(st.integers(min_value=-2, max_value=5000)),
     "max_completion_tokens": maybe(st.integers(min_value=-2, max_value=5000)),
@@ -485,7 +549,7 @@ COMMON = {
             {}, optional={"include_usage": maybe(st.booleans()), "include_obfuscation": JSON_VALUE}
         )
     ),
-    "stop": maybe(st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=6)),
+    "stop": maybe(text(max_size=5) | st.lists(text(max_size=5), max_size=6)),
     "seed": maybe(st.integers(min_value=-(2**63), max_value=2**64)),
     "temperature": maybe(st.floats(min_value=-1, max_value=3, allow_nan=False)),
     "top_p": JSON_VALUE,
@@ -494,11 +558,11 @@ COMMON = {
     "logprobs": JSON_VALUE,
     "top_logprobs": JSON_VALUE,
     "tools": JSON_VALUE,
-    "user": JSON_VALUE,
+    "user": maybe(text(max_size=10)),
     "ignore_eos": maybe(st.booleans()),
-    "echo": JSON_VALUE,
+    "echo": maybe(st.booleans()),
     "best_of": JSON_VALUE,
-    "suffix": JSON_VALUE,
+    "suffix": maybe(text(max_size=10)),
 }
 CHAT_BODY = st.fixed_dictionaries(
     {}, optional={**COMMON, "messages": maybe(st.lists(MESSAGE, min_size=0, max_size=4))}
@@ -508,10 +572,42 @@ COMPLETION_BODY = st.fixed_dictionaries(
     optional={
         **COMMON,
         "prompt": maybe(
-            st.text(max_size=30)
-            | st.lists(st.text(max_size=10), max_size=3)
+            text(max_size=30)
+            | st.lists(text(max_size=10), max_size=3)
             | st.lists(st.integers(min_value=0, max_value=50000), max_size=5)
         ),
+    },
+)
+
+#: OpenRouter's extras besides (routing, reasoning), under /api/v1.
+ROUTER_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        **COMMON,
+        "messages": maybe(st.lists(MESSAGE, min_size=0, max_size=3)),
+        "models": maybe(st.lists(st.sampled_from(["gpt-4o", "nope"]) | text(8), max_size=3)),
+        "provider": maybe(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "order": maybe(st.lists(st.sampled_from(["OpenAI", "Azure"]) | text(6))),
+                    "ignore": maybe(st.lists(text(6), max_size=2)),
+                    "sort": maybe(st.sampled_from(["price", "latency"]) | text(6)),
+                },
+            )
+        ),
+        "transforms": maybe(st.lists(st.just("middle-out") | text(6), max_size=2)),
+        "route": maybe(st.just("fallback") | text(6)),
+        "reasoning": maybe(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "effort": maybe(st.sampled_from(["low", "high"]) | text(6)),
+                    "max_tokens": maybe(st.integers(min_value=-1, max_value=10**10)),
+                },
+            )
+        ),
+        "plugins": maybe(st.lists(st.fixed_dictionaries({"id": text(6)}), max_size=2)),
     },
 )
 
@@ -523,7 +619,7 @@ class PropertyTests(SynchronousTestCase):
         self.client = Client(self.service)
 
     def check(self, path: str, body: object, schema: str, stream_schema: str) -> None:
-        response = self.client.post(path, body=json.dumps(body).encode())
+        response = self.client.post(path, body=encode(body))
         self.assertLess(response.status, 500, response.body[:500])
         self.assertTrue(response.complete)
         if response.status == 200:
@@ -568,6 +664,147 @@ class PropertyTests(SynchronousTestCase):
         self.check(
             "/v1/completions", body, "CreateCompletionResponse", "CreateCompletionStreamResponse"
         )
+
+    @settings(
+        max_examples=100,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        derandomize=True,
+    )
+    @given(ROUTER_BODY)
+    def test_openrouter_bodies(self, body: dict[str, Any]) -> None:
+        response = self.client.post(
+            "/api/v1/chat/completions", body=encode(body), headers={"Authorization": "Bearer k"}
+        )
+        self.assertLess(response.status, 500, response.body[:500])
+        self.assertTrue(response.complete)
+        if response.status == 200:
+            content_type = response.header("Content-Type") or ""
+            if content_type.startswith("text/event-stream"):
+                self.assertEqual(sse_json(response.body)[-1]["choices"], [])  # the usage chunk
+            else:
+                self.assertEqual(response.json()["object"], "chat.completion")
+        else:
+            error = response.json()["error"]
+            self.assertLessEqual({"code", "message"}, set(error))
+            self.assertEqual(error["code"], response.status)
+        self.assertEqual(self.service.site.active, 0)
+
+
+# --------------------------------------------------------------------------
+# Property: a hostile string in any one string field of a valid request.
+
+CHAT_PATH, COMPLETIONS_PATH, ROUTER_PATH = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/api/v1/chat/completions",
+)
+CHAT_OK = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+COMPLETION_OK = {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "max_tokens": 3}
+
+
+def _put(body: dict[str, Any], path: str, value: str) -> dict[str, Any]:
+    """``body`` (copied) with ``value`` at ``path`` (``a.b[1].c``)."""
+    body = json.loads(json.dumps(body))
+    parts = path.replace("[", ".[").split(".")
+    node: Any = body
+    for part, after in zip(parts, [*parts[1:], None]):
+        key: Any = int(part[1:-1]) if part.startswith("[") else part
+        if after is None:
+            node[key] = value
+        else:
+            node = node[key]
+    return body
+
+
+#: (endpoint, the valid body, the string field set): every string a request can carry.
+STRING_FIELDS = [
+    (CHAT_PATH, CHAT_OK, "model"),
+    (CHAT_PATH, CHAT_OK, "messages[0].content"),
+    (
+        CHAT_PATH,
+        {**CHAT_OK, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+        "messages[0].content[0].text",
+    ),
+    (
+        CHAT_PATH,
+        {**CHAT_OK, "messages": [{"role": "user", "content": "x", "name": "n"}]},
+        "messages[0].name",
+    ),
+    (CHAT_PATH, {**CHAT_OK, "stop": "x"}, "stop"),
+    (CHAT_PATH, {**CHAT_OK, "stop": ["x", "y"], "stream": True}, "stop[1]"),
+    (CHAT_PATH, {**CHAT_OK, "user": "u"}, "user"),
+    (COMPLETIONS_PATH, COMPLETION_OK, "prompt"),
+    (COMPLETIONS_PATH, {**COMPLETION_OK, "prompt": ["a", "b"], "echo": True}, "prompt[1]"),
+    (COMPLETIONS_PATH, {**COMPLETION_OK, "echo": True, "stream": True}, "prompt"),
+    (COMPLETIONS_PATH, {**COMPLETION_OK, "suffix": "s"}, "suffix"),
+    (COMPLETIONS_PATH, {**COMPLETION_OK, "stop": "x"}, "stop"),
+    (ROUTER_PATH, {**CHAT_OK, "stop": "x"}, "stop"),
+    (ROUTER_PATH, {**CHAT_OK, "stop": "x", "stream": True}, "stop"),
+    (ROUTER_PATH, {**CHAT_OK, "models": ["gpt-4o", "x"]}, "models[1]"),
+    (ROUTER_PATH, {**CHAT_OK, "user": "u"}, "user"),
+    (ROUTER_PATH, {**CHAT_OK, "provider": {"order": ["OpenAI"]}}, "provider.order[0]"),
+    (ROUTER_PATH, {**CHAT_OK, "reasoning": {"effort": "low"}}, "reasoning.effort"),
+]
+
+
+def not_unicode(value: str) -> bool:
+    """Whether ``value``, sent as L{encode} sends it, holds a lone surrogate once parsed."""
+    if RAW_SURROGATE in value:
+        return True
+    # Escapes of a valid pair are joined by the parser, as UTF-16 joins them.
+    joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return any("\ud800" <= c <= "\udfff" for c in joined)
+
+
+class HostileStringTests(SynchronousTestCase):
+    """
+    Lone surrogates, overlong UTF-8 and NUL in each string field of a valid
+    request: a string that is not Unicode is a 400 naming its field (in the
+    endpoint's envelope), overlong UTF-8 is not JSON, and nothing is a 5xx.
+    """
+
+    def setUp(self) -> None:
+        self.service = make_service(
+            tokens_mean=6, tokens_stddev=2, max_output_tokens=64, any_model=True
+        )
+        self.client = Client(self.service)
+
+    @settings(
+        max_examples=300,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
+    )
+    @given(st.sampled_from(STRING_FIELDS), text(max_size=6))
+    def test_each_string_field(self, field: tuple[str, dict[str, Any], str], value: str) -> None:
+        path, body, where = field
+        raw = encode(_put(body, where, value))
+        response = self.client.post(path, body=raw, headers={"Authorization": "Bearer k"})
+        name = f"{path} {where}={value!r}"
+        self.assertLess(response.status, 500, name)
+        self.assertTrue(response.complete, name)
+        self.assertEqual(self.service.site.active, 0, name)
+        error = response.json().get("error") if response.status != 200 else None
+        if OVERLONG in value:
+            assert error is not None, name
+            self.assertEqual(response.status, 400, name)
+            self.assertIn("could not parse the JSON body", error["message"], name)
+        elif not_unicode(value):
+            assert error is not None, name
+            self.assertEqual(response.status, 400, name)
+            self.assertIn(f"Invalid '{where}'", error["message"], name)
+            self.assertIn("lone UTF-16 surrogate", error["message"], name)
+            if path != ROUTER_PATH:
+                self.assertEqual(error["param"], where, name)
+
+    def test_any_model_path_that_is_not_utf8(self) -> None:
+        for path in ("/v1/models/%ed%a0%80", "/v1/models/%ff", "/v1/models/a%c0%af"):
+            response = self.client.get(path)
+            self.assertEqual(response.status, 404, path)
+            self.assertEqual(response.json()["error"]["code"], "model_not_found", path)
+        # A name that is Unicode is still made up.
+        self.assertEqual(self.client.get("/v1/models/caf%c3%a9").json()["id"], "café")
 
 
 # --------------------------------------------------------------------------

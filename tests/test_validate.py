@@ -100,6 +100,36 @@ class ParseBodyTests(ErrorAssertions):
                 code="invalid_type",
             )
 
+    def test_lone_surrogates_refused_naming_the_field(self) -> None:
+        for raw, where, surrogate in [
+            (b'{"stop": "\\ud800"}', "stop", "\\ud800"),
+            (b'{"stop": ["a", "x\\uDFFF"]}', "stop[1]", "\\udfff"),
+            (b'{"model": "\xed\xa0\x80"}', "model", "\\ud800"),  # as UTF-8 bytes
+            (b'{"a": {"b": [1, {"c": "\\ud83d!"}]}}', "a.b[1].c", "\\ud83d"),
+            (b'{"messages": [{"\\udc00": 1}]}', "messages[0].\\udc00", "\\udc00"),  # a key
+        ]:
+            self.assertAPIError(
+                lambda raw=raw: validate.parse_body(raw),
+                f"Invalid '{where}': the string holds a lone UTF-16 surrogate ({surrogate}), "
+                "which is not valid Unicode. Please send text as UTF-8, with surrogates only "
+                "in pairs.",
+                param=where,
+                code="invalid_value",
+            )
+
+    def test_what_looks_like_a_surrogate_but_is_not(self) -> None:
+        for raw, parsed in [
+            (b'{"stop": "\\ud83d\\ude00"}', {"stop": "\U0001f600"}),  # a valid pair
+            (b'{"stop": "\\\\ud800"}', {"stop": "\\ud800"}),  # an escaped backslash
+            ('{"stop": "\ud55c"}'.encode(), {"stop": "\ud55c"}),  # Hangul: 0xed, then 0x95
+            (b'{"stop": "a\\u0000b"}', {"stop": "a\x00b"}),  # NUL is text
+        ]:
+            self.assertEqual(validate.parse_body(raw), parsed)
+
+    def test_overlong_utf8_is_not_json(self) -> None:
+        for raw in [b'{"stop": "\xc0\xaf"}', b'{"stop": "\xe0\x80\xaf"}', b'{"s": "\xc0\x80"}']:
+            self.assertAPIError(lambda raw=raw: validate.parse_body(raw), self.INVALID_JSON)
+
 
 class ChatTests(ErrorAssertions):
     def test_minimal_request(self) -> None:
@@ -662,12 +692,19 @@ class CompletionsTests(ErrorAssertions):
 
 # --- property: nothing but APIError ever escapes validation -----------------
 
+#: Text, or text spliced with lone surrogates, a valid pair and NUL.
+TEXT = st.text() | st.lists(
+    st.text(max_size=3) | st.sampled_from(["\ud800", "\udfff", "\ud83d", "\ud83d\ude00", "\x00"]),
+    min_size=1,
+    max_size=4,
+).map("".join)
+
 JSON = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    | TEXT,
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
     ),
@@ -686,13 +723,13 @@ KEYS = st.sampled_from(
 ROLE = st.sampled_from([*validate.ROLES, "wizard"]) | JSON
 MESSAGE = st.fixed_dictionaries(
     {"role": ROLE},
-    optional={"content": JSON | st.text(), "name": JSON, "tool_call_id": JSON, "tool_calls": JSON},
+    optional={"content": JSON | TEXT, "name": JSON, "tool_call_id": JSON, "tool_calls": JSON},
 )
 NEARLY_VALID = st.fixed_dictionaries(
     {"model": st.just("m") | JSON},
     optional={
         "messages": st.lists(MESSAGE | JSON, max_size=4) | JSON,
-        "prompt": st.lists(st.text() | st.lists(st.integers()) | JSON, max_size=4) | JSON,
+        "prompt": st.lists(TEXT | st.lists(st.integers()) | JSON, max_size=4) | JSON,
         "stream": st.booleans() | JSON,
         "stream_options": st.dictionaries(
             st.sampled_from(["include_usage", "continuous_usage_stats", "include_obfuscation"]),
@@ -701,9 +738,27 @@ NEARLY_VALID = st.fixed_dictionaries(
         | JSON,
         "n": st.integers(-5, 200) | JSON,
         "max_tokens": st.integers(-5, 10_000) | JSON,
-        "stop": st.lists(st.text(), max_size=6) | JSON,
+        "stop": st.lists(TEXT, max_size=6) | JSON,
     },
 )
+#: JSON objects with strings made of what hostile clients send: escapes of
+#: lone surrogates, surrogates and overlong forms as raw bytes, NUL.
+HOSTILE_BYTES = st.lists(
+    st.sampled_from(
+        [
+            *(b"a", b"\\ud800", b"\\uDC00", b"\\ud83d\\ude00", b"\xed\xa0\x80", b"\xed\xbf\xbf"),
+            *(
+                b"\xc0\xaf",
+                b"\xe0\x80\xaf",
+                b"\xf0\x80\x80\xaf",
+                b"\\u0000",
+                b"\x00",
+                b"\xed\x95\x9c",
+            ),
+        ]
+    ),
+    max_size=6,
+).map(lambda parts: b'{"stop": "' + b"".join(parts) + b'"}')
 BODIES = NEARLY_VALID | st.dictionaries(KEYS | st.text(max_size=8), JSON, max_size=8) | JSON
 
 
@@ -713,6 +768,7 @@ class ValidationProperties(SynchronousTestCase):
         for endpoint in (validate.chat, validate.completions):
             try:
                 parsed = validate.parse_body(raw)
+                self.assertUnicode(parsed)
                 request = endpoint(parsed)
             except errors.APIError as e:
                 self.assertIn(e.status, (400, 404))
@@ -733,8 +789,20 @@ class ValidationProperties(SynchronousTestCase):
     def test_any_json_body_validates_or_raises_api_error(self, body: object) -> None:
         self.check(body)
 
+    def assertUnicode(self, value: object) -> None:
+        """Every string (key or value) a parsed body holds can be written as UTF-8."""
+        if isinstance(value, str):
+            value.encode("utf-8")
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                self.assertUnicode(key)
+                self.assertUnicode(child)
+        elif isinstance(value, list):
+            for child in value:
+                self.assertUnicode(child)
+
     @settings(max_examples=200, deadline=None)
-    @given(st.binary(max_size=64))
+    @given(st.binary(max_size=64) | HOSTILE_BYTES)
     def test_any_bytes_parse_or_raise_api_error(self, raw: bytes) -> None:
         try:
             parsed = validate.parse_body(raw)
@@ -742,3 +810,4 @@ class ValidationProperties(SynchronousTestCase):
             self.assertEqual(e.status, 400)
         else:
             self.assertIsInstance(parsed, dict)
+            self.assertUnicode(parsed)

@@ -196,6 +196,19 @@ def string_too_long(param: str, maximum: int, length: int) -> APIError:
     )
 
 
+def lone_surrogate(param: str, surrogate: str) -> APIError:
+    """A string that is not Unicode (see L{mockoai.dialects.openai.validate.parse_body})."""
+    # The name itself may hold one (a key): spelled as its escape, as the message's is.
+    param = param.encode("utf-8", "backslashreplace").decode("utf-8")
+    return APIError(
+        400,
+        f"Invalid '{param}': the string holds a lone UTF-16 surrogate (\\u{ord(surrogate):04x}), "
+        "which is not valid Unicode. Please send text as UTF-8, with surrogates only in pairs.",
+        param=param,
+        code="invalid_value",
+    )
+
+
 def unsupported_content_type(content_type: str) -> APIError:
     return APIError(
         400,

@@ -28,6 +28,19 @@ if TYPE_CHECKING:
 _ADHOC_CACHE = 1024
 
 
+def _is_text(name: str) -> bool:
+    """
+    Whether ``name`` is Unicode.  A path's bytes that are not UTF-8
+    (``/v1/models/%ed%a0%80``) arrive as lone surrogates, which no answer
+    naming the model could be written with.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @attrs.define
 class ServedModel:
     """A model as served: its spec and profile, its clock and (maybe) its engine."""
@@ -75,6 +88,8 @@ class Core:
         if served is None and self._any_model:
             served = self._adhoc.get(name)
             if served is None:
+                if not _is_text(name):
+                    return None  # no model is called that: a 404, as for any unknown name
                 owner = name.split("/", 1)[0] if "/" in name else "mockoai"
                 spec = ModelSpec(name, owner, int(time.time()), ENDPOINT_KINDS)
                 served = self._adhoc_model(spec)
