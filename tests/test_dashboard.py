@@ -234,6 +234,7 @@ class StreamTests(SynchronousTestCase):
             {
                 "requests": 6,
                 "errors": {"404": 1},
+                "kinds": [[404, "model_not_found", 1]],
                 "prompt_tokens": int(stats.prompt_tokens.total),
                 "generation_tokens": 25,
             },
@@ -260,6 +261,22 @@ class StreamTests(SynchronousTestCase):
         quiet = page.snapshots()[-1]["point"]
         self.assertEqual((quiet["requests"], quiet["tokens"]), ({}, [0.0, 0.0]))
         self.assertEqual(quiet["itl"], point["itl"])
+        page.disconnect()
+
+    def test_errors_by_kind(self) -> None:
+        self.assertEqual(self.client.post("/v1/chat/completions", body=b"{").status, 400)
+        self.assertEqual(self.client.post("/v1/chat/completions", chat("nope")).status, 404)
+        self.assertEqual(self.client.get("/v1/models/nope").status, 404)
+        left = self.client.send("POST", "/v1/chat/completions", chat(max_tokens=50))
+        self.clock.advance(0.01)
+        left.disconnect()  # before the answer: 499, an error without a code
+        page = Page(self.client)
+        totals = page.snapshots()[-1]["totals"]
+        self.assertEqual(totals["errors"], {"400": 1, "404": 2, "499": 1})
+        self.assertEqual(
+            totals["kinds"],
+            [[400, "invalid_request_error", 1], [404, "model_not_found", 2], [499, "", 1]],
+        )
         page.disconnect()
 
     def test_running_and_waiting(self) -> None:
@@ -468,6 +485,10 @@ class MergeTests(SynchronousTestCase):
         self.assertEqual(four["point"]["requests"], {})
         self.assertEqual(four["totals"]["requests"], 12)
         self.assertEqual(len(four["recent"]), 12)
+        # Error kinds are summed over the workers too.
+        for service in (a, b):
+            clients[id(service)].post("/v1/chat/completions", chat("nope"))
+        self.assertEqual(snapshot(a, b, at=5.0)["totals"]["kinds"], [[404, "model_not_found", 2]])
 
     def test_engines_are_summed(self) -> None:
         services = [make_service(models=("m",), max_running=1) for _ in range(2)]
@@ -776,6 +797,11 @@ class BrowserTests(SynchronousTestCase):
             what=f"the page's totals at {load.sent} requests, {load.generated} tokens",
         )
         self.assertEqual(int(browser.evaluate("+document.body.dataset.errors")), load.statuses[404])
+        kinds = browser.evaluate(
+            "[...document.querySelectorAll('#statuses tbody tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent))"
+        )
+        self.assertEqual(kinds, [["404", "model_not_found", f"{load.statuses[404]:,}"]])
 
         # Shutdown is not held up by the open page, which then waits to reconnect.
         started = time.monotonic()

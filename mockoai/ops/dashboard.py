@@ -354,12 +354,15 @@ def _engines(states: list[State]) -> dict[str, list[int]]:
 def _totals(states: list[State]) -> dict[str, Any]:
     requests = 0
     statuses: dict[int, int] = {}
+    kinds: dict[tuple[int, str], int] = {}
     for state in states:
         for endpoint, _model, status, n in state["requests"]:
             if endpoint not in OPS:
                 requests += n
                 if status >= 400:
                     statuses[status] = statuses.get(status, 0) + n
+        for status, kind, n in state["error_kinds"]:
+            kinds[status, kind] = kinds.get((status, kind), 0) + n
     prompt = generation = 0.0
     for state in states:
         for model in state["stats"].values():
@@ -369,6 +372,8 @@ def _totals(states: list[State]) -> dict[str, Any]:
     return {
         "requests": requests,
         "errors": {str(s): n for s, n in sorted(statuses.items())},
+        # Every error answer, the server's own endpoints' too: [status, kind, count].
+        "kinds": [[s, k, n] for (s, k), n in sorted(kinds.items())],
         "prompt_tokens": int(prompt),
         "generation_tokens": int(generation),
     }

@@ -89,6 +89,7 @@ class Metrics:
             "engines": engine_state(self.core, self.stats),
             "name": self.name,
             "recent": recent_state(self.recent),
+            "error_kinds": self.counts.kinds_state(),
         }
 
     def _gathered(self, render: Any) -> Body:

@@ -63,10 +63,15 @@ def endpoint_label(path: bytes) -> str:
 
 
 class RequestCounts:
-    """Finished requests per (endpoint, model, status): plain ints in a dict."""
+    """
+    Finished requests per (endpoint, model, status), and error answers per
+    (status, kind): plain ints in dicts.  The kind is the error's code (or
+    type), as the answer said it; empty for a client that left (499).
+    """
 
     def __init__(self, max_series: int = MAX_SERIES) -> None:
         self.counts: dict[tuple[str, str, int], int] = {}
+        self.kinds: dict[tuple[int, str], int] = {}
         self.max_series = max_series
 
     def add(self, endpoint: str, model: str, status: int) -> None:
@@ -78,8 +83,20 @@ class RequestCounts:
             n = counts.get(key)
         counts[key] = (n or 0) + 1
 
+    def failed(self, status: int, kind: str | None) -> None:
+        kinds = self.kinds
+        key = (status, kind or "")
+        n = kinds.get(key)
+        if n is None and len(kinds) >= self.max_series:
+            key = (status, OTHER)
+            n = kinds.get(key)
+        kinds[key] = (n or 0) + 1
+
     def state(self) -> list[tuple[str, str, int, int]]:
         return [(e, m, s, n) for (e, m, s), n in self.counts.items()]
+
+    def kinds_state(self) -> list[tuple[int, str, int]]:
+        return [(s, k, n) for (s, k), n in self.kinds.items()]
 
     def load(self, state: list[Any]) -> RequestCounts:
         counts = self.counts
@@ -159,6 +176,8 @@ class Observer:
             status = CLIENT_CLOSED
         endpoint = endpoint_label(request.path)
         self.counts.add(endpoint, outcome.model if outcome is not None else "", status)
+        if status >= 400:
+            self.counts.failed(status, outcome.error if outcome is not None else None)
         keep = self._keep
         if keep is not None:
             keep((self._seconds(), endpoint, status, outcome))

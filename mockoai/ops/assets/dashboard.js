@@ -247,8 +247,8 @@
     body.dataset.requests = tot.requests;
     body.dataset.errors = errors;
     body.dataset.generationTokens = tot.generation_tokens;
-    const rows = Object.entries(tot.errors).map(([status, n]) =>
-      row([status, KINDS[status] || "", [count(n), "n"]]));
+    const rows = tot.kinds.map(([status, kind, n]) =>
+      row([status, kind || KINDS[status] || "", [count(n), "n"]]));
     $("statuses").querySelector("tbody").replaceChildren(...rows);
   }
 
