@@ -152,6 +152,11 @@ CASES: dict[str, tuple[bytes, int, str | None]] = {
     "huge integer": (post(b'{"model":"gpt-4o","messages":[],"n":' + b"9" * 5000 + b"}"), 400, None),
     "n too large": (chat(n=129), 400, "n"),
     "max_tokens too large": (chat(max_tokens=10**30), 400, "max_tokens"),
+    "min_tokens over the output limit": (
+        chat(max_tokens=None, min_tokens=10**9),
+        400,
+        "min_tokens",
+    ),
     "too many messages": (chat(messages=[{"role": "user", "content": "x"}] * 9), 400, "messages"),
     "string too long": (
         chat(messages=[{"role": "user", "content": "x" * 101}]),

@@ -565,6 +565,38 @@ class ExtrasTests(RouterTestCase):
             usage = self.answer(chat(**extra))["usage"]
             self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], expected)
 
+    def test_reasoning_is_bounded_by_the_output_limit(self) -> None:
+        # Reasoning tokens are output tokens: a budget over the model's output
+        # limit is refused, as max_tokens is (it once answered 200 with a
+        # billion completion tokens, and an answer due in months).
+        self.use(max_output_tokens=100, itl=0.02)
+        for stream in (False, True):
+            for path, body in (("chat/completions", chat()), ("completions", completion())):
+                extra = {"reasoning": {"max_tokens": 10**9}, "stream": stream}
+                error = self.error(self.post(path, {**body, **extra}), 400)
+                self.assertEqual(
+                    error["message"],
+                    f"reasoning.max_tokens is too large: 1000000000. {GPT} supports at most 100 "
+                    "completion tokens, reasoning included, whereas you provided 1000000000.",
+                )
+        self.error(self.post("chat/completions", chat(reasoning={"max_tokens": 101})), 400)
+        # At the limit it is answered (the answer's own tokens are bounded apart).
+        usage = self.answer(chat(max_tokens=3, ignore_eos=True, reasoning={"max_tokens": 100}))[
+            "usage"
+        ]
+        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 100)
+        self.assertEqual(usage["completion_tokens"], 103)
+        # So are max_tokens and min_tokens, in OpenRouter's envelope.
+        self.error(self.post("chat/completions", chat(max_tokens=101)), 400)
+        error = self.error(self.post("chat/completions", chat(min_tokens=10**9)), 400)
+        self.assertIn("min_tokens must be less than or equal to max_tokens=100", error["message"])
+
+    def test_reasoning_effort_is_bounded_by_the_output_limit(self) -> None:
+        # An effort is a share of the answer length, which may be set above the limit.
+        self.use(max_output_tokens=100, tokens_mean=1000.0)
+        usage = self.answer(chat(reasoning={"effort": "high"}))["usage"]
+        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 100)
+
     def test_referer_and_title_are_recorded(self) -> None:
         headers = {**AUTH, "HTTP-Referer": "https://app.example", "X-Title": "Example App"}
         response = self.post("chat/completions", chat(), headers=headers)
@@ -1176,6 +1208,33 @@ class EndToEndTests(SynchronousTestCase):
         assert usage is not None
         self.assertEqual(usage.completion_tokens, tokens.count_text(text))
         self.check(usage, chunks[0].id)
+
+    def test_token_counts_over_the_output_limit(self) -> None:
+        # Every token count a request sets is bounded by the model's output
+        # limit (4096 here), in OpenRouter's envelope, streamed or not.
+        for stream in (False, True):
+            for extra in (
+                {"reasoning": {"max_tokens": 10**9}},
+                {"max_tokens": 10**9},
+                {"min_tokens": 10**9},
+            ):
+                with self.assertRaises(openai.BadRequestError) as caught:
+                    self.client.chat.completions.create(
+                        model=GPT,
+                        messages=MESSAGES,  # type: ignore[arg-type]
+                        stream=stream,  # type: ignore[call-overload]
+                        extra_body=extra,
+                    )
+                self.assertEqual(caught.exception.status_code, 400, extra)
+                self.assertEqual(caught.exception.body["code"], 400, extra)  # type: ignore[index]
+        answer = self.client.chat.completions.create(
+            model=GPT,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=2,
+            extra_body={"reasoning": {"max_tokens": 4096}},
+        )
+        assert answer.usage is not None
+        self.assertEqual(answer.usage.completion_tokens_details.reasoning_tokens, 4096)  # type: ignore[union-attr]
 
     def test_completions(self) -> None:
         answer = self.client.completions.create(model=GPT, prompt="Lorem ipsum", max_tokens=6)

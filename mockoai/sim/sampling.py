@@ -171,8 +171,23 @@ class Planner:
         self._articles: list[int] = corpus.article_tokens.tolist()
 
     def limit(self, wanted: GenerationRequest, cap: int | None = None) -> int:
+        """
+        The most tokens a choice of ``wanted`` may have: ``max_tokens``, or
+        the model's output limit ``cap``.  Every token count a request sets
+        is bounded by that limit, with the API's 400 (validation checked
+        ``min_tokens`` against ``max_tokens``; here against the limit, as
+        vLLM checks it against the room left when ``max_tokens`` is unset).
+        """
         cap = self._profile.max_output_tokens if cap is None else cap
         if wanted.max_tokens is None:
+            if wanted.min_tokens > cap:
+                raise APIError(
+                    400,
+                    f"min_tokens must be less than or equal to max_tokens={cap}, "
+                    f"got {wanted.min_tokens}.",
+                    param="min_tokens",
+                    code="invalid_value",
+                )
             return cap
         if wanted.max_tokens > cap:
             name = wanted.max_tokens_param

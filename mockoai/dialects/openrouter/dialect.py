@@ -170,9 +170,12 @@ class RouterAnswer(Answer):
         served = self.served
         self.plan = plan
         self.cut = cut
-        reasoning = self.reasoning = self.extras.reasoning(served.profile.tokens_mean)
+        profile = served.profile
+        reasoning = self.reasoning = self.extras.reasoning(
+            profile.tokens_mean, profile.max_output_tokens
+        )
         if reasoning and served.engine is None:
-            plan.timing = thinking(plan.timing, reasoning, served.profile.itl.mean)
+            plan.timing = thinking(plan.timing, reasoning, profile.itl.mean)
         self.gid = f"gen-{int(self.arrived)}-{api.ids.completion()}"
         request = self.request
         request.setHeader(b"X-Generation-Id", self.gid.encode())

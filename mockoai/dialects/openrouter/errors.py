@@ -73,6 +73,16 @@ def context_too_long(model: str, limit: int, prompt: int, output: int) -> Router
     )
 
 
+def reasoning_too_large(model: str, tokens: int, limit: int) -> RouterError:
+    """A thinking budget over what the model may output (reasoning tokens are output tokens)."""
+    return RouterError(
+        400,
+        f"reasoning.max_tokens is too large: {tokens}. {model} supports at most {limit} "
+        f"completion tokens, reasoning included, whereas you provided {tokens}.",
+        {"model": model},
+    )
+
+
 def out_of_credits(limit: float, usage: float) -> RouterError:
     return RouterError(
         402,

@@ -68,11 +68,15 @@ class Extras:
     reasoning_share: float = 0.0
     reasoning_tokens: int | None = None
 
-    def reasoning(self, answer_tokens: float) -> int:
-        """Tokens the model thinks before answering."""
+    def reasoning(self, answer_tokens: float, limit: int) -> int:
+        """
+        Tokens the model thinks before answering: at most ``limit``, the
+        model's output limit (L{Router.route} refuses a larger
+        ``reasoning.max_tokens``; an effort's share is of the answer length).
+        """
         if self.reasoning_tokens is not None:
             return self.reasoning_tokens
-        return round(self.reasoning_share * answer_tokens)
+        return min(round(self.reasoning_share * answer_tokens), limit)
 
 
 @attrs.frozen
@@ -297,6 +301,11 @@ class ProviderRouter:
                 error = errors.invalid_model(name)
                 continue
             spec = served.spec
+            thinking = extras.reasoning_tokens
+            if thinking is not None and thinking > served.profile.max_output_tokens:
+                # Reasoning tokens are output tokens: bounded as max_tokens is.
+                error = errors.reasoning_too_large(name, thinking, served.profile.max_output_tokens)
+                continue
             prompt = request.prompt_tokens
             if prompt + output > spec.context_length:
                 if not extras.middle_out or output >= spec.context_length:
