@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import statistics
+import struct
 import tempfile
 import time
 from collections.abc import Sequence
@@ -565,6 +566,48 @@ class LifecycleTests(SynchronousTestCase):
         self.assertFalse(response.complete)
         self.assertNotIn(b"[DONE]", response.body)
         self.assertIn("grace period over: closing 1 connection(s)", server.stdout)
+
+    def leave_mid_stream(self, stack: str) -> None:
+        """
+        Clients that close (FIN, then a reset) in the middle of streams: no
+        error in the log -- twisted.web's logged a critical "Producer was not
+        unregistered" for each, as the transport stopped the stream before
+        the request heard the connection was gone -- and each is counted.
+        """
+        server = self.start([*SMALL, "--itl", "20", "--http", stack])
+        for reset in (False, True, False, True):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+                sock.sendall(stream_request(500))  # 10 s of tokens
+                data = b""
+                while b"data: " not in data:
+                    more = sock.recv(65536)
+                    self.assertTrue(more, "closed before the first event")
+                    data += more
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 5
+        counted = ""
+        while time.monotonic() < deadline and 'status="200"} 4.0' not in counted:
+            time.sleep(0.05)
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("GET", "/metrics")
+            counted = connection.getresponse().read().decode()
+            connection.close()
+        self.assertIn(
+            'mockoai_requests_total{endpoint="/v1/chat/completions",model="gpt-4o",'
+            'status="200"} 4.0',
+            counted,
+        )
+        self.stop(server, within=5)
+        out = server.stdout + server.stderr
+        for word in ("Producer was not unregistered", "critical", "Traceback", "Unhandled"):
+            self.assertNotIn(word, out, stack)
+
+    def test_clients_leaving_mid_stream_lean(self) -> None:
+        self.leave_mid_stream("lean")
+
+    def test_clients_leaving_mid_stream_twisted(self) -> None:
+        self.leave_mid_stream("twisted")
 
     def test_invalid_option_value(self) -> None:
         result = run_twistd(["-n", "--pidfile=", "mockoai", "--itl", "abc"])

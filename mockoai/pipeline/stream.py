@@ -353,6 +353,13 @@ class StreamProducer:
         self.stats.cancel(self.events.sent)
         self._unlink()
         self.release()
+        # Unregistered, as every other ending is.  A transport whose connection
+        # is lost stops its producer before the request hears of it, so ``done``
+        # may find the request still open and finish it: with this stream still
+        # registered, twisted.web logs "Producer was not unregistered" (critical).
+        request = self.request
+        if not getattr(request, "_disconnected", False):
+            request.unregisterProducer()
         if not self.done.called:
             self.done.callback(None)
 
