@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 import time
@@ -620,6 +622,42 @@ class WorkersTests(SynchronousTestCase):
             self.assertEqual(snapshot["totals"]["generation_tokens"], 40 * 5)
             self.assertEqual(len(snapshot["recent"]), SHOWN)
         self.assertEqual(server.stop(timeout=30), 0)
+
+
+class LeavingTests(SynchronousTestCase):
+    """
+    Pages that close their connection (FIN, then a reset) over real sockets:
+    nothing in the log -- twisted.web logged a critical "Producer was not
+    unregistered" when the transport stopped the stream before the request
+    heard the connection was gone -- and the next page is served.
+    """
+
+    def leave(self, stack: str) -> None:
+        server = TwistdProcess(["--articles", "64", "--http", stack])
+        self.addCleanup(server.cleanup)
+        server.start()
+        for reset in (False, True, False):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+                sock.sendall(f"GET {EVENTS} HTTP/1.1\r\nHost: mockoai.test\r\n\r\n".encode())
+                data = b""
+                while b"event: snapshot" not in data:
+                    more = sock.recv(65536)
+                    self.assertTrue(more, "closed before the first snapshot")
+                    data += more
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            time.sleep(0.2)
+        self.assertEqual(_read_snapshot(server.port, workers=1)["point"]["workers"], 1)
+        self.assertEqual(server.stop(), 0)
+        for line in server.stdout.splitlines():
+            self.assertNotIn("rror", line)
+            self.assertNotIn("critical", line.lower())
+
+    def test_lean(self) -> None:
+        self.leave("lean")
+
+    def test_twisted(self) -> None:
+        self.leave("twisted")
 
 
 _PROFILE = """

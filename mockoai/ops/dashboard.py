@@ -202,6 +202,12 @@ class Dashboard(Service):
         if page in self.pages:
             self.pages.remove(page)
             self._stop_if_idle()
+            # A transport stops its producer before the request hears the
+            # connection is gone: ``done`` may then find the request open and
+            # finish it, which twisted.web refuses (critically) while registered.
+            request = page.request
+            if not getattr(request, "_disconnected", False):
+                request.unregisterProducer()
         if not page.done.called:
             page.done.callback(None)
 
