@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mockoai.interfaces import Request
     from mockoai.ops.stats import Stats
     from mockoai.pipeline.gate import Gate
+    from mockoai.pipeline.stream import StreamProducer
     from mockoai.sim.core import Core
 
 HEALTHY = b'{"status":"ok"}'
@@ -61,9 +62,12 @@ class MockOAI:
         self.gate = gate
         self.openai = openai
         self.openrouter = openrouter
+        #: Every stream running, whatever its API: what a drain ends once its
+        #: grace period is over (L{mockoai.pipeline.faults.cut_now}).
+        self.streams: set[StreamProducer] = set()
 
         def pipeline(dialect: OpenAIDialect | RouterDialect) -> Pipeline:
-            return Pipeline(dialect, core, gate, stats)
+            return Pipeline(dialect, core, gate, stats, self.streams)
 
         self.openai_chat = pipeline(OpenAIDialect(openai, CHAT))
         self.openai_completions = pipeline(OpenAIDialect(openai, COMPLETIONS))

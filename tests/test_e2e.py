@@ -37,6 +37,7 @@ from tests.support import (
     free_port,
     parse_responses,
     run_twistd,
+    sse_data,
     sse_json,
     validate_event,
     wait_for_port,
@@ -440,15 +441,36 @@ def read_until_closed(sock: socket.socket, data: bytes = b"", timeout: float = 1
     return data
 
 
-def stream_request(max_tokens: int) -> bytes:
-    body = {
+def read_to_end(sock: socket.socket, data: bytes = b"", timeout: float = 15) -> tuple[bytes, bool]:
+    """Everything until the server closes, and whether it reset the connection."""
+    sock.settimeout(timeout)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, False
+        data += chunk
+
+
+def stream_request(max_tokens: int, kind: str = "openai") -> bytes:
+    """A chat stream (``openrouter``: at /api/v1), or a completions one."""
+    body: dict[str, Any] = {
         "model": "gpt-4o",
         "messages": MESSAGES,
         "max_tokens": max_tokens,
         "ignore_eos": True,
         "stream": True,
     }
-    return build_request("POST", "/v1/chat/completions", json.dumps(body).encode())
+    path, headers = "/v1/chat/completions", None
+    if kind == "completions":
+        del body["messages"]
+        body["prompt"] = PROMPT
+        path = "/v1/completions"
+    elif kind == "openrouter":
+        path, headers = "/api/v1/chat/completions", {"Authorization": "Bearer sk-e2e"}
+    return build_request("POST", path, json.dumps(body).encode(), headers)
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -549,23 +571,75 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(health.header("Connection"), "close")
         self.assertIn("draining 2 in-flight request(s)", server.stdout)
 
-    def test_grace_period_cuts_a_long_stream(self) -> None:
-        server = self.start([*SMALL, "--itl", "50", "--grace-period", "0.5"])
-        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
-            sock.sendall(stream_request(2000))  # 100 s of tokens
-            first = sock.recv(65536)
-            started = time.monotonic()
-            server.signal(signal.SIGTERM)
-            data = read_until_closed(sock, first)
-            closed_after = time.monotonic() - started
-        code = server.wait(10)
-        self.assertEqual(code, 0, server.stdout + server.stderr)
-        self.assertGreater(closed_after, 0.4)
-        self.assertLess(closed_after, 3)
-        [response] = parse_responses(data, closed=True)
-        self.assertFalse(response.complete)
-        self.assertNotIn(b"[DONE]", response.body)
-        self.assertIn("grace period over: closing 1 connection(s)", server.stdout)
+    def end_streams_at_grace(self, stack: str) -> None:
+        """
+        Streams still running when the grace period is over end on their
+        dialect's error event, the response's end and a FIN: a client can
+        tell "the server shut down" from "the network broke" (all of them
+        got a reset before).  The request log says why each was cut.
+        """
+        log = ["--request-log", "requests.jsonl"]
+        server = self.start([*SMALL, "--itl", "50", "--grace-period", "1", "--http", stack, *log])
+        kinds = ["openai"] * 40 + ["completions"] * 10 + ["openrouter"] * 10
+        socks = []
+        for kind in kinds:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+            self.addCleanup(sock.close)
+            sock.sendall(stream_request(2000, kind))  # 100 s of tokens
+            socks.append(sock)
+        firsts = []
+        for sock in socks:
+            data = b""
+            while b"data: " not in data:
+                more = sock.recv(65536)
+                self.assertTrue(more, "closed before the first event")
+                data += more
+            firsts.append(data)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        for kind, sock, first in zip(kinds, socks, firsts):
+            data, reset = read_to_end(sock, first)
+            self.assertFalse(reset, f"{kind}: a reset, not a clean close")
+            [response] = parse_responses(data, closed=True)
+            self.assertEqual(response.status, 200)
+            self.assertTrue(response.complete, f"{kind}: the chunked body did not end")
+            events = sse_data(response.body)
+            self.assertNotIn("[DONE]", events)
+            last = json.loads(events[-1])
+            self.assertTrue(len(events) > 2, kind)
+            if kind == "openrouter":
+                self.assertEqual(
+                    last["error"],
+                    {
+                        "code": "server_error",
+                        "message": "The server is shutting down and is not accepting new requests.",
+                    },
+                )
+                self.assertEqual(last["choices"][0]["finish_reason"], "error")
+            else:
+                self.assertEqual(last["error"]["code"], "server_shutting_down", kind)
+                self.assertEqual(last["error"]["type"], "server_error", kind)
+        closed_after = time.monotonic() - started
+        self.assertEqual(server.wait(10), 0, server.stdout + server.stderr)
+        self.assertGreater(closed_after, 0.9)
+        self.assertLess(closed_after, 4)
+        self.assertIn(f"grace period over: ending {len(kinds)} stream(s)", server.stdout)
+        self.assertNotIn("closing", server.stdout.split("grace period over", 1)[1])
+        with open(os.path.join(server.cwd, "requests.jsonl")) as log:
+            lines = [json.loads(line) for line in log]
+        self.assertEqual(len(lines), len(kinds))
+        for line in lines:
+            self.assertEqual(
+                (line["status"], line["finish_reason"], line["error"]),
+                (200, "cancelled", "server_shutting_down"),
+            )
+            self.assertGreater(line["completion_tokens"], 0)
+
+    def test_grace_period_ends_streams_on_the_shutdown_error_lean(self) -> None:
+        self.end_streams_at_grace("lean")
+
+    def test_grace_period_ends_streams_on_the_shutdown_error_twisted(self) -> None:
+        self.end_streams_at_grace("twisted")
 
     def leave_mid_stream(self, stack: str) -> None:
         """

@@ -1086,7 +1086,7 @@ class DrainTests(RouteTestCase):
         self.successResultOf(stopped)
         self.assertTrue(connection.transport.disconnected)
 
-    def test_grace_period_aborts_the_rest(self) -> None:
+    def test_grace_period_ends_the_rest_on_the_shutdown_error(self) -> None:
         self.use(grace_period=2.0, itl=0.1)
         connection = self.client.send(
             "POST", "/v1/chat/completions", chat(stream=True, max_tokens=1000, ignore_eos=True)
@@ -1097,14 +1097,53 @@ class DrainTests(RouteTestCase):
         self.assertNoResult(stopped)
         self.assertFalse(connection.closing)
         self.clock.advance(0.2)
+        # The stream ends as a fault's cut ends it: the error event, the
+        # response's end, and a clean close (not an abort, not a reset).
+        response = connection.response()
+        self.assertTrue(response.complete)
+        self.assertNotIn(b"[DONE]", response.body)
+        *chunks, last = sse_data(response.body)
+        self.assertTrue(chunks)
+        self.assertEqual(
+            json.loads(last),
+            {
+                "error": {
+                    "message": "The server is shutting down and is not accepting new requests.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "server_shutting_down",
+                }
+            },
+        )
+        self.assertTrue(connection.closing)
+        self.assertFalse(connection.transport.disconnected, "a cut stream was aborted")
         self.settle()
         self.successResultOf(stopped)
-        self.assertTrue(connection.transport.disconnected, "stream not aborted")
-        written = connection.received()
-        self.assertNotIn(b"[DONE]", written)
+        self.assertEqual(self.service.api.streams, set())
         self.assertTrue(all(len(p) == 0 for p in self.core.pacers()))
+        written = connection.received()
         self.clock.advance(100)
         self.assertEqual(connection.received(), written)
+
+    def test_grace_period_answers_a_queued_stream(self) -> None:
+        # One stream runs; the next waits in the engine's queue, nothing sent.
+        self.use(grace_period=1.0, itl=0.1, max_running=1)
+        body = chat(stream=True, max_tokens=1000, ignore_eos=True)
+        running = self.client.send("POST", "/v1/chat/completions", body)
+        queued = self.client.send("POST", "/v1/chat/completions", body)
+        self.clock.advance(0.5)
+        self.assertEqual(queued.received(), b"")
+        stopped = self.service.stopService()
+        self.clock.advance(0.9)
+        self.assertEqual(queued.received(), b"")
+        self.clock.advance(0.2)
+        self.assertIn(b"server_shutting_down", running.response().body)
+        # Its answer is the error itself, in the envelope, with its status.
+        self.check_error(queued.response(), 503, code="server_shutting_down", type="server_error")
+        self.settle()
+        self.successResultOf(stopped)
+        for connection in (running, queued):
+            self.assertFalse(connection.transport.disconnected)
 
 
 # ---------------------------------------------------------------------------

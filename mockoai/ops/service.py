@@ -31,7 +31,8 @@ from mockoai.ops.requestlog import RequestLog, worker_path
 from mockoai.ops.siblings import Siblings
 from mockoai.ops.stats import Stats
 from mockoai.ops.workers import ReusePortService, clean_exit
-from mockoai.pipeline.errors import Envelopes
+from mockoai.pipeline import faults
+from mockoai.pipeline.errors import Envelopes, draining
 from mockoai.pipeline.gate import Gate
 from mockoai.pipeline.ids import IdMaker
 from mockoai.routes import MockOAI
@@ -117,6 +118,16 @@ class MockoaiService(MultiService):
         site.when_idle(finished)
 
         def close_rest(_: object) -> Deferred[None]:
+            # Streams still running end as a fault's cut ends them, on their
+            # dialect's error event ("shutting down"), and their connections
+            # close cleanly below: not a reset, which no client can tell from
+            # a network failure.  Those still queued first: ending one that
+            # runs would admit them.
+            streams = sorted(self.api.streams, key=lambda stream: stream.started)
+            if streams:
+                _log.warn("grace period over: ending {n} stream(s)", n=len(streams))
+                for stream in streams:
+                    faults.cut_now(stream, draining())
             left = [c for c in site.channels if c.busy]
             if left:
                 _log.warn("grace period over: closing {n} connection(s)", n=len(left))

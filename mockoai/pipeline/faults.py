@@ -9,9 +9,11 @@ dialect and honoured at the only two points where it can be.
 - A cut after N tokens: the timeline ends early.  A stream sends the
   dialect's mid-stream error event once N tokens are out, then ends: no
   closing usage chunk, no ``[DONE]``, and its place in the engine is freed
-  at once.  A plain answer is the dialect's error body, sent when the N-th
-  token would have been out (OpenRouter keeps the 200 of a generation that
-  broke; OpenAI answers the error's own status).
+  at once.  A drain whose grace period is over cuts the streams still
+  running the same way, at once (L{cut_now}).  A plain answer is the
+  dialect's error body, sent when the N-th token would have been out
+  (OpenRouter keeps the 200 of a generation that broke; OpenAI answers the
+  error's own status).
 
 A dialect draws the fault of each request through its L{Faults} (OpenRouter:
 L{StreamErrors}, the per-model ``stream_error_rate``/``stream_error_after``).
@@ -111,9 +113,31 @@ def cut_stream(stream: StreamProducer, after: int, error: APIError) -> None:
     def until_cut(k: int) -> Pieces:
         pieces = emit(k)
         if events.sent >= after and not stream.broken:
-            stream.broken = True
-            pieces += events.error_event(error)
+            pieces += _break_off(stream, error)
             del needs[k + 1 :]
         return pieces
 
     timeline.emit = until_cut
+
+
+def cut_now(stream: StreamProducer, error: APIError) -> None:
+    """
+    End ``stream`` at once as a cut ends it: the dialect's error event for
+    ``error``, nothing after (no usage chunk, no ``[DONE]``), then a clean
+    end of the response -- what a drain does to the streams its grace period
+    did not see finish, so that their clients read "the server is shutting
+    down" and a close, not a reset they could not tell from a network
+    failure.  Recorded as cancelled, with ``error``'s code.  A stream still
+    queued in its engine has sent nothing: ``error`` is its answer.
+    """
+    if not stream.started:
+        stream.release()  # out of its engine's queue first: never admitted now
+        stream.failed(error)
+    else:
+        stream.end_with(_break_off(stream, error), error.code or error.type)
+
+
+def _break_off(stream: StreamProducer, error: APIError) -> Pieces:
+    """The dialect's error event for ``error``; ``stream`` is broken: nothing follows it."""
+    stream.broken = True
+    return stream.events.error_event(error)

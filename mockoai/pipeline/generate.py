@@ -38,11 +38,20 @@ Result = Union[bytes, "Deferred[bytes]", "Deferred[None]"]
 class Pipeline:
     """Answers one endpoint's generation requests in ``dialect``."""
 
-    def __init__(self, dialect: Dialect, core: Core, gate: Gate, stats: Stats) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        core: Core,
+        gate: Gate,
+        stats: Stats,
+        streams: set[StreamProducer] | None = None,
+    ) -> None:
         self.dialect = dialect
         self.planner = core.planner
         self.gate = gate
         self.stats = stats
+        #: The streams running (shared by the pipelines of a service, for its drain).
+        self.streams: set[StreamProducer] = set() if streams is None else streams
 
     def generate(self, request: Request) -> Result:
         dialect = self.dialect
@@ -98,6 +107,7 @@ class Pipeline:
             stats,
             answer if hooked else None,
             self.dialect.envelope,
+            self.streams,
         )
         if cut is not None:
             faults.cut_stream(producer, cut, answer.mid_stream_error())

@@ -27,6 +27,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from mockoai.apierror import APIError
 from mockoai.ops.stats import ModelStats, Recorder
 from mockoai.pipeline.errors import Envelope, openai_envelope, write_error
+from mockoai.pipeline.outcome import note_error
 from mockoai.sim.engine import FINISHED, Engine, Sequence
 from mockoai.sim.pacing import Pacer, Waiter
 from mockoai.sim.sampling import ChoicePlan, Plan
@@ -156,6 +157,7 @@ class StreamProducer:
         stats: Recorder | None = None,
         hooks: StreamHooks | None = None,
         envelope: Envelope = openai_envelope,
+        live: set[StreamProducer] | None = None,
     ) -> None:
         self.request = request
         self.plan = plan
@@ -170,6 +172,9 @@ class StreamProducer:
         #: How an error before the first byte is written (the dialect's envelope).
         self.envelope = envelope
         self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
+        #: The streams running, this one among them from start to end (so a
+        #: drain can end those its grace period did not see finish).
+        self._live = live
         #: The events to send, each with the tokens that must be out first.
         self.timeline = token_timeline(plan, events)
         #: Broken off by a fault: it ends on its error event, nothing after.
@@ -200,6 +205,8 @@ class StreamProducer:
         self._t0 = self.clock.seconds()
         request = self.request
         request.registerProducer(self, True)
+        if self._live is not None:
+            self._live.add(self)
         if self.engine is not None:
             sequence = Sequence(
                 self, len(self.plan.choices), self.plan.tokens, self.plan.prompt_tokens
@@ -217,6 +224,11 @@ class StreamProducer:
         if not self._stopped:
             request.notifyFinish().addErrback(self._lost)
         return self.done
+
+    @property
+    def started(self) -> bool:
+        """Whether its headers are out (admitted by its engine, if it has one)."""
+        return self._started
 
     # engine listener
 
@@ -310,8 +322,26 @@ class StreamProducer:
             completion_tokens=plan.completion_tokens,
             choices=plan.choices,
         )
+        self._end()
+
+    def end_with(self, pieces: Pieces, code: str | None) -> None:
+        """
+        End now, on ``pieces`` (a dialect's error event: see
+        L{mockoai.pipeline.faults.cut_now}), and end the response cleanly;
+        recorded as cancelled after the tokens sent so far, ``code`` its error.
+        """
+        if self._stopped:
+            return
+        self.stats.cancel(self.events.sent)
+        note_error(self.request, code)
+        self.request.write(b"".join(pieces))
+        self._end()
+
+    def _end(self) -> None:
+        """Over, the response ended: let go of the clock, the engine and the request."""
         self._stopped = True
         self._unlink()
+        request = self.request
         request.unregisterProducer()
         request.finish()
         if self.broken:
@@ -328,6 +358,8 @@ class StreamProducer:
         """
         self.pacer.cancel(self._waiter)
         self._waiter = _SPENT
+        if self._live is not None:
+            self._live.discard(self)
         sequence = self._sequence
         if sequence is not None and sequence.state == FINISHED:
             self._sequence = None  # it holds this stream as its listener
