@@ -12,6 +12,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai.ops.requestlog import RequestLog, mask, worker_path
@@ -178,6 +179,34 @@ class ServiceLogTests(SynchronousTestCase):
         self.clock.advance(0.05)  # the drain; the flush timer is still 0.8 s away
         lines = read_lines(self.path)
         self.assertEqual([line["endpoint"] for line in lines], ["/v1/chat/completions", "/health"])
+
+
+class FailingLogTests(SynchronousTestCase):
+    def test_a_close_that_fails_is_logged_and_the_shutdown_goes_on(self) -> None:
+        # /dev/full opens, then refuses every write (ENOSPC), as a full disk does.
+        if not os.path.exists("/dev/full"):
+            self.skipTest("no /dev/full")
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = make_service(models=("m",), request_log="/dev/full")
+        log = service.request_log
+        assert log is not None
+        log.startService()
+        client = Client(service)
+        self.assertEqual(client.post("/v1/chat/completions", chat()).status, 200)
+        stopped = service.stopService()  # before the flush timer: the close writes
+        service.clock.advance(0.05)
+        self.successResultOf(stopped)
+        [failed] = [e for e in events if e.get("log_format", "").startswith("closing the")]
+        self.assertEqual(formatEvent(failed), "closing the request log /dev/full failed")
+        self.assertEqual(failed["log_level"], LogLevel.error)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        # ... and the rest of the shutdown happened: the summary, "stopped".
+        said = [formatEvent(e) for e in events if e.get("log_namespace") == "mockoai"]
+        self.assertTrue(any(line.startswith("m: 1 requests, 1 completed") for line in said), said)
+        self.assertEqual(said[-1], "stopped")
+        self.assertTrue(log.file.closed)
 
 
 class RotationTests(SynchronousTestCase):

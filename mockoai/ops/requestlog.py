@@ -159,12 +159,17 @@ class RequestLog(Service):
         log.flush()
 
     def close(self) -> None:
-        """Flush and close: at shutdown, once no request is left in flight."""
+        """
+        Flush and close: at shutdown, once no request is left in flight.  The
+        file is closed even if the flush fails (its error is raised after).
+        """
         if self._loop.running:
             self._loop.stop()
         if not self.file.closed:
-            self.flush()
-            self.file.close()
+            try:
+                self.flush()
+            finally:
+                self.file.close()
 
 
 #: The generation fields of a request that had none (every line has every key).

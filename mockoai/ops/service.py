@@ -18,7 +18,7 @@ from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from mockoai import __version__
 from mockoai.dialects.openai.dialect import OpenAI
@@ -148,7 +148,16 @@ class MockoaiService(MultiService):
         def stopped(_: object) -> None:
             clean_exit(self.clock)
             if self.request_log is not None:
-                self.request_log.close()
+                try:
+                    self.request_log.close()
+                except Exception:
+                    # A full disk or a lost file costs the log's last lines,
+                    # not the summary, the "stopped" line or a clean exit.
+                    _log.failure(
+                        "closing the request log {path} failed",
+                        path=self.request_log.path,
+                        level=LogLevel.error,
+                    )
             for line in self.api.metrics.stats.summary_lines():
                 _log.info("{line}", line=line)
             _log.info("stopped")
