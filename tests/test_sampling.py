@@ -109,6 +109,20 @@ class LengthTests(SynchronousTestCase):
         self.assertEqual(p.limit(request()), 500)
         self.assertEqual(p.limit(request(max_tokens=20)), 20)
 
+    def test_min_tokens_over_the_limit(self) -> None:
+        # Without max_tokens, min_tokens is bounded by the output limit, as vLLM bounds it.
+        p = planner(max_output_tokens=500)
+        self.assertEqual(p.limit(request(min_tokens=500)), 500)
+        with self.assertRaises(errors.APIError) as caught:
+            p.plan(request(min_tokens=501))
+        error = caught.exception
+        self.assertEqual(
+            (error.status, error.param, error.code), (400, "min_tokens", "invalid_value")
+        )
+        self.assertEqual(
+            error.message, "min_tokens must be less than or equal to max_tokens=500, got 501."
+        )
+
     def test_ignore_eos(self) -> None:
         p = planner(max_output_tokens=700)
         for max_tokens, expected in [(None, 700), (1, 1), (333, 333)]:
@@ -438,7 +452,8 @@ class PlanningProperties(SynchronousTestCase):
             plan = p.plan(req)
         except errors.APIError as e:
             self.assertEqual(e.status, 400)
-            self.assertGreater(req.max_tokens or 0, 4096)
+            # max_tokens over the output limit, or min_tokens when max_tokens is unset.
+            self.assertGreater(req.max_tokens or req.min_tokens, 4096)
             return
         self.assertEqual(len(plan.choices), req.n)
         limit = p.limit(req)
