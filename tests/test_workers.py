@@ -7,10 +7,14 @@ visible in the x-request-id, whose prefix is random per process.
 
 from __future__ import annotations
 
+import glob
 import http.client
 import os
+import shutil
 import signal
 import socket
+import tempfile
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -129,3 +133,94 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class RebalanceTests(SynchronousTestCase):
+    def test_keep_alive_clients_reach_a_restarted_worker(self) -> None:
+        """
+        Item 11: SO_REUSEPORT spreads connections, not requests: keep-alive
+        clients stayed on the survivor of a crash, and the restarted worker
+        sat idle.  Connections that end after --keepalive-requests answers
+        reconnect, and the kernel spreads them again.
+        """
+        server = TwistdProcess(["--workers", "2", "--articles", "64", "--keepalive-requests", "20"])
+        self.addCleanup(server.cleanup)
+        server.start()
+        assert server.process is not None
+        parent = server.process.pid
+        _wait(lambda: server.stdout.count("ready in") >= 2)
+        answered: list[tuple[float, str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            while not stop.is_set():
+                try:
+                    connection.request("GET", "/health")
+                    response = connection.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException):
+                    connection.close()  # the killed worker's: the next request reconnects
+                    continue
+                request_id = response.getheader("x-request-id") or ""
+                answered.append((time.monotonic(), request_id[4:24]))
+                time.sleep(0.01)
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            before = {prefix for _, prefix in answered}
+            os.kill(_children(parent)[0], signal.SIGKILL)
+            _wait(lambda: server.stdout.count("ready in") >= 3, timeout=20)
+            ready = time.monotonic()
+            time.sleep(4.0)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(10)
+        since = [prefix for at, prefix in answered if at > ready + 1.0]
+        new = [prefix for prefix in since if prefix not in before]
+        self.assertEqual(len(before), 2)
+        self.assertGreater(len(since), 100)
+        self.assertGreater(len(new) / len(since), 0.2, "the restarted worker got no clients")
+
+
+class StaleRunDirTests(SynchronousTestCase):
+    def test_killed_supervisor_leaves_logs_and_the_next_start_cleans_up(self) -> None:
+        """
+        Item 12: after SIGKILL of the supervisor its workers drain and exit,
+        but their last lines went to a pipe nobody read and the run directory
+        stayed.  They now log to the run directory, and the next supervisor
+        relays those lines and removes it.
+        """
+        temp = tempfile.mkdtemp(prefix="mockoai-runs-")
+        self.addCleanup(shutil.rmtree, temp, True)
+        env = {"TMPDIR": temp}
+        first = TwistdProcess(["--workers", "2", "--articles", "64"], env=env)
+        self.addCleanup(first.cleanup)
+        first.start()
+        assert first.process is not None
+        _wait(lambda: first.stdout.count("ready in") >= 2)
+        workers = _children(first.process.pid)
+        [run_dir] = glob.glob(os.path.join(temp, "mockoai-workers-*"))
+        first.process.kill()
+        first.process.wait(10)
+        _wait(lambda: not any(_alive(pid) for pid in workers), timeout=20)
+        self.assertTrue(os.path.isdir(run_dir))
+        logs = sorted(glob.glob(os.path.join(run_dir, "worker-*.log")))
+        self.assertEqual([os.path.basename(p) for p in logs], ["worker-0.log", "worker-1.log"])
+        for path in logs:
+            with open(path) as log:
+                self.assertIn("draining 0 in-flight request(s)", log.read())
+
+        second = TwistdProcess(["--workers", "2", "--articles", "64"], env=env)
+        self.addCleanup(second.cleanup)
+        second.start()
+        out = second.wait_for_output(f"removing {run_dir}, left by a supervisor", timeout=20)
+        relayed = [line for line in out.splitlines() if "previous worker 1: " in line]
+        self.assertTrue(any("draining 0 in-flight request(s)" in line for line in relayed), out)
+        self.assertFalse(os.path.exists(run_dir))
+        self.assertEqual(second.stop(timeout=30), 0)
+        self.assertEqual(glob.glob(os.path.join(temp, "mockoai-workers-*")), [])

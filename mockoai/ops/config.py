@@ -141,6 +141,24 @@ def _workers(value: object) -> int:
     return _integer(1, 256)(value)
 
 
+#: ``--max-connections auto``: resolved when the site starts (L{mockoai.wire.guard.connection_cap}).
+AUTO_CONNECTIONS = -1
+#: Seconds before ``--body-min-rate`` applies to a body (a connection's first
+#: bytes may come slowly while its TCP window opens).
+BODY_RATE_GRACE = 5.0
+
+
+def _connections(value: object) -> int:
+    """A connection count (0: no cap), or ``auto``: below the file-descriptor limit."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO_CONNECTIONS
+    return _integer(0, 10**7)(value)
+
+
+def _show_connections(value: int) -> str:
+    return "auto" if value == AUTO_CONNECTIONS else str(value)
+
+
 def _http(value: object) -> str:
     if value not in ("auto", "lean", "twisted"):
         raise ValueError(f"expected auto, lean or twisted, got {value!r}")
@@ -980,10 +998,26 @@ class ServerSettings:
         metavar="on|off",
     )
     max_connections: int = setting(
-        0,
-        _integer(0, 10**7),
-        "Open connections per process beyond which new ones get a 503 (0 = no cap).",
+        AUTO_CONNECTIONS,
+        _connections,
+        "Open connections per process beyond which new ones get a 503 (0 = no cap); "
+        "auto (default) = the file-descriptor limit, raised to its hard limit, less 100.",
+        metavar="N|auto",
+        show=_show_connections,
+    )
+    keepalive_requests: int = setting(
+        1000,
+        _integer(0, 10**9),
+        "Requests a keep-alive connection serves before its answer says Connection: close "
+        "(0 = no limit), so clients reconnect and --workers rebalance (nginx's default).",
         metavar="N",
+    )
+    keepalive_time: float = setting(
+        0.0,
+        _number(0, 86400),
+        "Seconds after which a keep-alive connection is closed after its current answer "
+        "(0 = no limit; nginx's keepalive_time).",
+        metavar="S",
     )
     max_body_size: int = setting(
         16 * 1024 * 1024, _size, "Largest request body accepted (413 above).", metavar="SIZE"
@@ -1018,6 +1052,20 @@ class HttpLimits:
         "Seconds a client has to send a request's headers, from connecting or from the "
         "first byte of a later request; slower ones get 408 and are closed (0 = no limit).",
         metavar="S",
+    )
+    body_timeout: float = setting(
+        60.0,
+        _number(0, 86400),
+        "Seconds a request body has to arrive whole after its headers; slower ones get 408 "
+        "and are closed (0 = no limit).",
+        metavar="S",
+    )
+    body_min_rate: int = setting(
+        1024,
+        _integer(0, 1 << 30),
+        "Bytes per second a request body must average once it has taken over "
+        f"{BODY_RATE_GRACE:g} s; slower ones get 408 and are closed (0 = no minimum).",
+        metavar="BYTES",
     )
 
     @property

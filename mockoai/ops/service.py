@@ -111,6 +111,11 @@ class MockoaiService(MultiService):
         timer = self.clock.callLater(self.settings.server.grace_period, _fire, drained)
 
         def finished() -> None:
+            if timer.active() and any(c.busy for c in site.channels):
+                # A request pipelined behind the last answer is next in line
+                # (for its 503): the grace period is not over, so wait for it.
+                self.clock.callLater(_RECHECK, site.when_idle, finished)
+                return
             if timer.active():
                 timer.cancel()
             _fire(drained)
@@ -141,6 +146,8 @@ class MockoaiService(MultiService):
             for pacer in self.core.pacers():
                 pacer.stop()
             site.header_deadlines.stop()
+            site.body_deadlines.stop()
+            site.large_bodies.stop()
             closed: Deferred[None] = Deferred()
             _when_closed(self.clock, site, closed, self.clock.seconds() + _FLUSH_TIMEOUT)
             return closed
@@ -169,6 +176,8 @@ class MockoaiService(MultiService):
 
 #: Seconds closed connections get to flush their last bytes at shutdown.
 _FLUSH_TIMEOUT = 1.0
+#: Seconds between looks at a drain's busy connections once no request is in flight.
+_RECHECK = 0.05
 
 
 def _when_closed(clock: Any, site: MockSite, closed: Deferred[None], deadline: float) -> None:
@@ -237,6 +246,8 @@ def build(
     )
     site.auth = gate.auth
     site.cors = cors.from_settings(settings.cors)
+    site.keepalive_requests = settings.server.keepalive_requests
+    site.keepalive_time = settings.server.keepalive_time
     # The error envelope of each API, for the wire's refusals and Klein's handler.
     site.envelopes = api.envelopes = Envelopes(
         prefixes=[(openrouter_errors.PREFIX, openrouter_errors.body)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from twisted.python import usage
 
 from mockoai.ops.config import FIELDS, ConfigError, Field, Settings, load_settings
 from mockoai.ops.service import MockoaiService, build
-from mockoai.ops.workers import Supervisor, die_with_parent
+from mockoai.ops.workers import Supervisor, make_run_dir, serve_as_worker
 
 
 class Options(usage.Options):
@@ -101,11 +100,13 @@ def makeService(options: Options) -> MockoaiService | Supervisor:
             "1",
         ]
         # Each worker serves its numbers to the others on a unix socket here.
-        run_dir = tempfile.mkdtemp(prefix="mockoai-workers-")
+        run_dir = make_run_dir()
         argv += ["--worker-dir", run_dir]
         argv += ["--supervisor", str(os.getpid())]
         return Supervisor(server.workers, argv, reactor, server.grace_period, run_dir)
     index = None if worker is None else int(worker)
     if options["supervisor"] is not None:
-        die_with_parent(int(options["supervisor"]))
+        from twisted.internet import reactor as running
+
+        serve_as_worker(int(options["supervisor"]), options["worker-dir"], index, running)
     return build(settings, reuseport=index is not None, worker=index, run_dir=options["worker-dir"])

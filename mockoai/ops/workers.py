@@ -9,17 +9,31 @@ measurements).  The parent serves nothing: it starts the workers as
 ``twistd -n mockoai <the same options> --worker-index I``, relays their logs,
 restarts one that dies, and on SIGTERM passes the signal on and waits for
 every worker to drain.
+
+The kernel balances connections, not requests: after a restart the
+keep-alive clients stay where they were, so ``--keepalive-requests``
+(L{mockoai.wire.site}) closes each connection now and then and they spread
+again.
+
+The workers meet in a run directory (their state sockets, their pids).  A
+supervisor killed with SIGKILL cannot remove it, and its workers, told by
+the kernel to drain (L{die_with_parent}), write to a pipe nobody reads: so
+a worker whose supervisor is gone logs to ``worker-I.log`` in the run
+directory instead, and the next supervisor to start relays those last lines
+into its own log and removes the directory, once those workers have exited.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import os
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any, cast
 
 from twisted.application.service import Service
@@ -38,6 +52,130 @@ _log = Logger(namespace="mockoai")
 _RESTART_DELAY = 1.0
 _PR_SET_PDEATHSIG = 1
 _KILL_AFTER = 5.0
+
+#: Run directories are ``mockoai-workers-*`` in the temporary directory.
+RUN_DIR_PREFIX = "mockoai-workers-"
+#: In a run directory: the supervisor's process, each worker's, and the log a
+#: worker writes once its supervisor is gone.
+_SUPERVISOR = "supervisor.pid"
+_WORKER_PID = "worker-{index}.pid"
+_WORKER_LOG = "worker-{index}.log"
+#: Last lines relayed from each worker log of a stale run directory.
+RELAYED_LINES = 200
+#: Seconds between looks at a stale run directory whose workers still drain.
+_STALE_RECHECK = 1.0
+
+
+def _started(pid: int) -> int:
+    """When process ``pid`` started (clock ticks since boot; 0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _mark(path: str, pid: int) -> None:
+    """Write ``pid`` and its start time to ``path`` (so a reused pid is told apart)."""
+    with open(path, "w") as mark:
+        mark.write(f"{pid} {_started(pid)}\n")
+
+
+def _alive(path: str) -> bool:
+    """Whether the process marked in ``path`` still runs (a missing mark: no)."""
+    try:
+        with open(path) as mark:
+            pid_text, started_text = mark.read().split()
+        pid, started = int(pid_text), int(started_text)
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: trust the pid
+    return fields[0] != "Z" and (not started or int(fields[19]) == started)
+
+
+def make_run_dir() -> str:
+    """A new run directory for this supervisor's workers, marked with its pid."""
+    path = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
+    _mark(os.path.join(path, _SUPERVISOR), os.getpid())
+    return path
+
+
+def stale_run_dirs(parent: str | None = None) -> list[str]:
+    """Our run directories whose supervisor is gone (killed: it could not remove them)."""
+    stale = []
+    for path in sorted(
+        glob.glob(os.path.join(parent or tempfile.gettempdir(), RUN_DIR_PREFIX + "*"))
+    ):
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if os.path.isdir(path) and not _alive(os.path.join(path, _SUPERVISOR)):
+            stale.append(path)
+    return stale
+
+
+def _workers_alive(run_dir: str) -> bool:
+    return any(_alive(mark) for mark in glob.glob(os.path.join(run_dir, "worker-*.pid")))
+
+
+def _last_lines(path: str, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 256 * count))
+            lines = log.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    return lines[-count:]
+
+
+def serve_as_worker(supervisor: int, run_dir: str | None, index: int | None, reactor: Any) -> None:
+    """
+    Set up this process as worker ``index`` of ``supervisor``: drain when it
+    dies (L{die_with_parent}), leave its pid in the run directory, and once
+    the supervisor is gone, log to the run directory instead of to the pipe
+    it no longer reads.
+    """
+    die_with_parent(supervisor)
+    if run_dir is None or index is None:
+        return
+    with contextlib.suppress(OSError):
+        _mark(os.path.join(run_dir, _WORKER_PID.format(index=index)), os.getpid())
+    log_path = os.path.join(run_dir, _WORKER_LOG.format(index=index))
+
+    def orphaned() -> None:
+        # SIGTERM from the kernel (the supervisor died) comes before the
+        # service stops: the drain's own lines land in the file.
+        if os.getppid() != supervisor:
+            _log_to(log_path)
+
+    reactor.addSystemEventTrigger("before", "shutdown", orphaned)
+
+
+def _log_to(path: str) -> None:
+    """Point this process's stdout and stderr (where twistd -n logs) at ``path``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def reuseport_endpoint(description: str) -> tuple[int, str, int, int]:
@@ -154,6 +292,29 @@ class Supervisor(Service):
         _log.info("supervising {n} workers", n=self.count)
         for index in range(self.count):
             self.spawn(index)
+        for path in stale_run_dirs(os.path.dirname(self.run_dir) if self.run_dir else None):
+            if path != self.run_dir:
+                self.clean(path, self.grace_period + 2 * _KILL_AFTER)
+
+    def clean(self, path: str, patience: float) -> None:
+        """
+        Relay the last lines of a killed supervisor's workers and remove its
+        run directory, once those workers have exited (they drain first).
+        """
+        if _workers_alive(path) and patience > 0:
+            self.reactor.callLater(_STALE_RECHECK, self.clean, path, patience - _STALE_RECHECK)
+            return
+        logs = sorted(glob.glob(os.path.join(path, "worker-*.log")))
+        _log.warn(
+            "removing {path}, left by a supervisor that was killed{logs}",
+            path=path,
+            logs="; its workers' last lines follow" if logs else "",
+        )
+        for log_path in logs:
+            name = os.path.basename(log_path)[: -len(".log")]
+            for line in _last_lines(log_path, RELAYED_LINES):
+                _log.info("previous {name}: {line}", name=name.replace("-", " "), line=line)
+        shutil.rmtree(path, ignore_errors=True)
 
     def spawn(self, index: int) -> None:
         if self.stopping:

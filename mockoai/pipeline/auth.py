@@ -5,8 +5,10 @@ the rest.
 
 Off unless keys are configured (``--api-key``, ``--api-keys-file``): then
 the site holds no L{Authenticator} and a request pays one attribute test.
-When on, L{Authenticator.check} runs once per request, before routing: a
-key comes from ``Authorization: Bearer <key>`` or, as Azure OpenAI sends
+When on, L{Authenticator.check} runs once per request, before routing
+(for a request with a body, from its head, before a byte of the body is
+read: L{mockoai.wire.site.MockSite.screen}): a key comes from
+``Authorization: Bearer <key>`` or, as Azure OpenAI sends
 it, ``api-key: <key>``; a missing or unknown key is answered with OpenAI's
 401, or with the 401 of the API whose path it is (L{KeyRefusals}, which the
 service takes from the dialects: OpenRouter's under ``/api/v1/``).  A

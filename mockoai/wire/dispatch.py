@@ -24,7 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException
 
-from mockoai.pipeline.errors import Envelopes
+from mockoai.pipeline.errors import APIError, Envelopes
 from mockoai.wire import failures
 
 if TYPE_CHECKING:
@@ -57,6 +57,17 @@ class Router:
             if len(self._cache) < _CACHE_SIZE:
                 self._cache[key] = hit
         return hit
+
+    def route_error(self, method: bytes, path: bytes) -> APIError | None:
+        """
+        The 404 or 405 ``method`` on ``path`` will get, or ``None`` if a route
+        takes it: known from the request head, before its body is read.
+        """
+        try:
+            self._match(method, path)
+        except HTTPException as e:
+            return failures.route_error(e, method, path)
+        return None
 
     def render(self, request: Request) -> None:
         """Answer ``request`` completely (now or later)."""

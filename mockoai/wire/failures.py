@@ -14,6 +14,7 @@ them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -30,16 +31,22 @@ if TYPE_CHECKING:
 _log = Logger(namespace="mockoai.wire")
 
 
+def route_error(error: BaseException | None, method: bytes, path: bytes) -> errors.APIError | None:
+    """OpenAI's answer to werkzeug's no-match ``error`` (404, 405), else ``None``."""
+    if isinstance(error, NotFound):
+        return errors.unknown_url(method.decode("latin-1"), path.decode("latin-1"))
+    if isinstance(error, MethodNotAllowed):
+        allowed = tuple(m for m in (error.valid_methods or ()) if m != "HEAD")
+        return errors.wrong_method(method.decode("latin-1"), path.decode("latin-1"), allowed)
+    return None
+
+
 def api_error(request: Request, failure: Failure) -> errors.APIError:
     """``failure`` as the error to answer ``request`` with (unexpected ones are logged)."""
     error = failure.value
-    if isinstance(error, NotFound):
-        error = errors.unknown_url(request.method.decode("latin-1"), request.path.decode("latin-1"))
-    elif isinstance(error, MethodNotAllowed):
-        allowed = tuple(m for m in (error.valid_methods or ()) if m != "HEAD")
-        error = errors.wrong_method(
-            request.method.decode("latin-1"), request.path.decode("latin-1"), allowed
-        )
+    routed = route_error(error, request.method, request.path)
+    if routed is not None:
+        error = routed
     elif not isinstance(error, errors.APIError):
         _log.failure("Unhandled error serving {uri}", failure, uri=request.uri)
         error = errors.server_error()
@@ -62,15 +69,20 @@ def reason(status: int) -> bytes:
     return http.RESPONSES.get(status, b"Error")
 
 
-def refusal(error: errors.APIError, request_id: bytes, envelope: errors.Envelope) -> bytes:
+def refusal(
+    error: errors.APIError,
+    request_id: bytes,
+    envelope: errors.Envelope,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
     """
     The whole answer of a connection refused with ``error`` and closed:
     status line, JSON content type and length, the error's own headers
-    (``Retry-After``), ``x-request-id`` as every answer has, and
-    ``Connection: close``.
+    (``Retry-After``) and any ``headers`` given (CORS), ``x-request-id`` as
+    every answer has, and ``Connection: close``.
     """
     body = envelope(error)
-    extra = b"".join(b"%s: %s\r\n" % header for header in error.headers)
+    extra = b"".join(b"%s: %s\r\n" % header for header in (*error.headers, *headers))
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
         b"%sx-request-id: %s\r\nConnection: close\r\n\r\n%s"

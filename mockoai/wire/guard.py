@@ -2,8 +2,9 @@
 """
 What a client may send at the HTTP layer, enforced the same way by both
 HTTP/1.1 stacks: the request-target length (414), the number and bytes of
-header fields (431), and the slow-header deadline that sheds slow-loris
-connections.
+header fields (431), the slow-header deadline that sheds slow-loris
+connections, the body deadline that sheds slow bodies (408), the default
+connection cap, and how a refused connection is closed.
 
 The deadline is not the idle timeout: a client that trickles one header
 byte every few seconds is never idle, yet never finishes a request.  Every
@@ -16,10 +17,13 @@ read costs two attribute checks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import contextlib
+from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 
+from mockoai.ops.config import AUTO_CONNECTIONS, BODY_RATE_GRACE
 from mockoai.pipeline import errors
 from mockoai.wire.heap import HEAP
 
@@ -61,6 +65,27 @@ def header_timeout(seconds: float) -> errors.APIError:
 
 def malformed() -> errors.APIError:
     return errors.APIError(400, "Malformed HTTP request.")
+
+
+def missing_host() -> errors.APIError:
+    """RFC 9112 section 3.2: an HTTP/1.1 request without ``Host`` is a 400."""
+    return errors.APIError(400, "Malformed HTTP request: an HTTP/1.1 request needs a Host header.")
+
+
+def body_timeout(seconds: float) -> errors.APIError:
+    return errors.APIError(
+        408,
+        f"The request body did not arrive within {seconds:g} s.",
+        code="request_timeout",
+    )
+
+
+def body_too_slow(rate: int) -> errors.APIError:
+    return errors.APIError(
+        408,
+        f"The request body arrived at under {rate} bytes/s.",
+        code="request_timeout",
+    )
 
 
 #: Heads ended between two moments with none waiting after which the heap is
@@ -205,3 +230,156 @@ class HeaderDeadlines:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+
+# --------------------------------------------------------------------------
+# Request bodies: a total deadline and a minimum rate.
+
+#: Seconds between two sweeps of the bodies being read.
+BODY_SWEEP = 1.0
+
+
+class Reading(Protocol):
+    """A channel reading a request body."""
+
+    def body_received(self) -> int:
+        """Bytes of the body read so far."""
+
+    def body_timed_out(self, error: errors.APIError) -> None:
+        """The body is overdue: answer ``error`` and close."""
+
+
+class BodyDeadlines:
+    """
+    Channels reading a request body, with when its head ended; overdue ones
+    get a 408.  A body is overdue once it has taken ``timeout`` seconds, or
+    once it has taken ``grace`` seconds and averaged under ``min_rate``
+    bytes/s since its head (one byte every 2 s, or silence, is shed after
+    ``grace``; a 16 MiB body must come at 280 KB/s to beat the default 60 s).
+    Like the slow-header deadline this is not the idle timeout, which any
+    byte resets: while a body is watched the channel's idle timer is off.
+    A body that arrives with its head never enters the table;
+    one reactor timer sweeps the rest once a second while any is waiting.
+    ``timeout`` and ``min_rate`` both 0 make every method a no-op.
+    """
+
+    def __init__(
+        self, clock: Clock, timeout: float, min_rate: int, grace: float = BODY_RATE_GRACE
+    ) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.grace = grace
+        #: Whether bodies are watched (then they, not the idle timeout, bound a body).
+        self.on = bool(timeout or min_rate)
+        self._began: dict[Reading, float] = {}
+        self._timer: DelayedCall | None = None
+        #: Bodies cut for being too slow, since start.
+        self.shed = 0
+
+    def __len__(self) -> int:
+        return len(self._began)
+
+    def start(self, channel: Reading) -> None:
+        """``channel``'s body began being read (no-op if already waiting)."""
+        if not self.on or channel in self._began:
+            return
+        self._began[channel] = self.clock.seconds()
+        if self._timer is None:
+            self._timer = self.clock.callLater(BODY_SWEEP, self._sweep)
+
+    def done(self, channel: Reading) -> None:
+        """``channel``'s body is complete, refused, or gone."""
+        if self._began.pop(channel, None) is not None and not self._began:
+            self.stop()
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.clock.seconds()
+        timeout, rate, grace = self.timeout, self.min_rate, self.grace
+        overdue: list[tuple[Reading, errors.APIError]] = []
+        for channel, began in self._began.items():
+            elapsed = now - began
+            if timeout and elapsed >= timeout:
+                overdue.append((channel, body_timeout(timeout)))
+            elif rate and elapsed >= grace and channel.body_received() < rate * elapsed:
+                overdue.append((channel, body_too_slow(rate)))
+        for channel, _ in overdue:
+            del self._began[channel]
+        for channel, error in overdue:
+            channel.body_timed_out(error)
+        if overdue:
+            self.shed += len(overdue)
+            _log.info("closed {n} connection(s) whose request body was too slow", n=len(overdue))
+        if self._began:
+            self._timer = self.clock.callLater(BODY_SWEEP, self._sweep)
+        else:
+            # A dict never shrinks: drop the one that held a flood of them.
+            self._began = {}
+
+    def stop(self) -> None:
+        """Cancel the timer (at shutdown, and in tests)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+# --------------------------------------------------------------------------
+# Connections: the default cap, and closing one that is refused.
+
+#: File descriptors kept back from ``--max-connections auto`` for what is
+#: not a client connection: listeners, logs, sibling sockets, and the
+#: socket of a connection being refused with a 503.
+FD_RESERVE = 100
+#: The most file descriptors ``auto`` raises the soft limit to.
+MAX_FDS = 1 << 20
+
+
+def connection_cap(setting: int) -> int:
+    """
+    ``--max-connections`` as given, or for ``auto`` the file-descriptor
+    limit (the soft limit raised to the hard one, as an epoll server may)
+    less L{FD_RESERVE}.  Without a cap, a server out of descriptors fails
+    every accept with EMFILE -- the listening socket stays readable, so
+    Twisted retries and logs it on every reactor turn -- instead of
+    answering a clean 503.
+    """
+    if setting != AUTO_CONNECTIONS:
+        return setting
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = MAX_FDS if hard == resource.RLIM_INFINITY else min(hard, MAX_FDS)
+    if soft == resource.RLIM_INFINITY:
+        soft = ceiling
+    elif soft < ceiling:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+            soft = ceiling
+    return max(soft - FD_RESERVE, 16)
+
+
+#: Seconds a refused connection keeps reading (and dropping) what its client
+#: still sends after the answer, before it is aborted.
+LINGER = 2.0
+
+
+def close_unread(transport: Any, clock: Clock) -> DelayedCall | None:
+    """
+    Close a connection refused while its client may still be sending (a
+    body that will not be read).  Closing a socket with unread input makes
+    the kernel answer with a reset, which can destroy the answer before the
+    client reads it; so on plain TCP only the write side is shut (a FIN
+    after the answer), whatever still arrives is read and dropped (the
+    caller's C{dataReceived} ignores it), and the connection is aborted
+    after L{LINGER} seconds at most: returned, to cancel if it closes first.
+    TLS and other transports simply close.
+    """
+    if isinstance(transport, tcp.Server):
+        transport.resumeProducing()  # paused while earlier answers went out
+        transport.loseWriteConnection()
+        return clock.callLater(LINGER, transport.abortConnection)
+    transport.loseConnection()
+    return None

@@ -6,12 +6,16 @@ twisted.web's HTTPChannel parses with Python line callbacks and builds a
 full L{twisted.web.server.Request} per request: at ~10k req/s that is half
 of our CPU.  This channel lets httptools (llhttp, in C) parse, and hands the
 same L{Router} a small request object with just the C{IRequest} surface our
-handlers use.  It keeps the semantics clients rely on: keep-alive and
-HTTP/1.0, pipelining (answers in order, input paused when too many queue
-up), chunked request bodies, C{Expect: 100-continue}, body-size and header
-limits, idle timeouts, and a clean 400 for malformed input.  twisted.web's
-channel stays available (``--http twisted``) and is used where httptools is
-missing (PyPy).
+handlers use.  It keeps the semantics clients and proxies rely on (RFC
+9112): keep-alive (HTTP/1.0's only when asked for, and then said so), one
+answer per request and in order, also when a refusal follows valid requests
+in the same read (input paused when too many queue up), chunked request
+bodies, C{Expect: 100-continue} (never before a refusal), ignored upgrade
+requests (``Upgrade: h2c`` from curl), body-size and header limits, a 400
+for HTTP/1.1 without C{Host}, for HTTP/0.9 and for malformed input, and
+requests judged from their heads before their bodies are read (see
+L{mockoai.wire.site}).  twisted.web's channel stays available (``--http
+twisted``) and is used where httptools is missing (PyPy).
 """
 
 from __future__ import annotations
@@ -34,12 +38,19 @@ from twisted.web.http_headers import Headers
 
 from mockoai.pipeline import errors
 from mockoai.wire import failures, guard
+from mockoai.wire.heap import LARGE_BODY
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Transport
 
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
+#: The versions a request may use, as httptools names them (interned bytes).
+_VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+_HTTP10 = _VERSIONS["1.0"]
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: A request's body until it is read whole (never read: a handler runs after).
+_NO_BODY = io.BytesIO()
 _STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
 _STATUS[431] = b"431 " + failures.reason(431)
 
@@ -63,6 +74,8 @@ class LeanRequest:
         "outcome",
         "path",
         "raw_headers",
+        "refusal",
+        "screened",
         "site",
         "started",
         "uri",
@@ -74,7 +87,6 @@ class LeanRequest:
         method: bytes,
         uri: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        body: bytes,
         version: bytes,
         keep_alive: bool,
     ) -> None:
@@ -85,7 +97,7 @@ class LeanRequest:
         query = uri.find(b"?")
         self.path = uri if query < 0 else uri[:query]
         self.raw_headers = raw_headers
-        self.content = io.BytesIO(body)
+        self.content: io.BytesIO = _NO_BODY  # the body, once read whole
         self.clientproto = version
         self.keep_alive = keep_alive
         self.code = 200
@@ -96,6 +108,8 @@ class LeanRequest:
         self._disconnected = False
         self._notify: list[Deferred[None]] | None = None
         self.key_label: str | None = None  # the API key's label (mockoai.pipeline.auth)
+        self.screened = False  # its key was checked from its head (MockSite.screen)
+        self.refusal: errors.APIError | None = None  # its answer, decided from its head
         self.outcome: Any = None  # what became of it (mockoai.pipeline.outcome.Outcome)
 
     # --- reading the request ---
@@ -149,6 +163,9 @@ class LeanRequest:
                 self.keep_alive = False
         if not self.keep_alive:
             headers[b"connection"] = (b"Connection", b"close")
+        elif self.clientproto is _HTTP10:
+            # HTTP/1.0 closes unless both sides say keep-alive (RFC 9112 9.3).
+            headers[b"connection"] = (b"Connection", b"keep-alive")
         lines = [b"HTTP/1.1 ", _STATUS.get(self.code) or b"%d Unknown" % self.code, b"\r\n"]
         for name, value in headers.values():
             lines += (name, b": ", value, b"\r\n")
@@ -241,18 +258,34 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._current: LeanRequest | None = None
         self._pumping = False
         self._paused_reading = False
+        #: Input is over: nothing more is parsed (a refusal, or a tunnel's bytes).
         self._refused = False
+        #: A refusal owed once the answers before it are out: (error, request-target).
+        self._refusal: tuple[errors.APIError, bytes] | None = None
+        #: A 100 Continue owed once the answers before it are out.
+        self._continue = False
         self._closing = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
+        #: The request whose head is in and whose body is being read.
+        self._request: LeanRequest | None = None
+        #: An upgrade's (or CONNECT's) head: method, target, fields, version.
+        self._upgrading: tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes] | None = None
         self._body: list[bytes] = []
         self._body_size = 0
-        # Hostile input (mockoai.wire.guard): the head being read, and its bytes so far.
+        # Hostile input (mockoai.wire.guard): the head being read, and its bytes so far;
+        # a body split over reads, on the body deadline's watch.
         self._in_head = False
         self._head_seen = 0
+        self._in_body = False
         self._idle_timeout: float | None = None
         self._abort_call: Any = None
+        #: Answers begun on this connection, and when it opened (--keepalive-*).
+        self._served = 0
+        self._opened = 0.0
+        self._max_served = 0
+        self._max_age = 0.0
 
     @property
     def busy(self) -> bool:
@@ -271,12 +304,17 @@ class LeanChannel(Protocol, TimeoutMixin):
         self.secure = getattr(transport, "TLS", False) or hasattr(transport, "getPeerCertificate")
         # Plain TCP only: TLS and test transports keep their own write path.
         self._socket = transport.socket if type(transport) is tcp.Server else None
-        self.site.channels.add(self)
+        site = self.site
+        site.channels.add(self)
         # TimeoutMixin.setTimeout(None) forgets timeOut: keep the idle timeout.
         self._idle_timeout = self.timeOut
-        self._limits = self.site.http_limits
+        self._limits = site.http_limits
+        self._max_served = site.keepalive_requests
+        self._max_age = site.keepalive_time
+        if self._max_age:
+            self._opened = site.clock.seconds()
         self.setTimeout(self.timeOut)
-        self.site.header_deadlines.start(self)
+        site.header_deadlines.start(self)
 
     def send(self, data: bytes) -> None:
         """
@@ -309,30 +347,77 @@ class LeanChannel(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused or self._closing:
-            return
+            return  # answered, or closing: what the client still sends is dropped
         self.resetTimeout()
+        more: bytes | None = data
+        while more is not None:
+            more = self._feed(more)
+        if self._request is not None and not self._in_body and not self._refused:
+            # A body split over reads: it must arrive in time (and not just
+            # keep the idle timer from firing).
+            self._in_body = True
+            deadlines = self.site.body_deadlines
+            if deadlines.on:
+                self.setTimeout(None)
+                deadlines.start(self)
+        self._pump()
+
+    def _feed(self, data: bytes) -> bytes | None:
+        """Parse ``data``; what is left to parse after an ignored upgrade, else ``None``."""
         in_head = self._in_head
+        parser = self._parser
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
             if self._in_head:
                 # A head split over reads: bound what httptools buffers of it,
                 # and start its slow-header deadline.
                 self._head_seen = self._head_seen + len(data) if in_head else len(data)
                 if self._head_seen > self._limits.head_bytes:
                     raise _RefusalError(guard.headers_too_large(self._limits.max_header_bytes))
+                if self._url and data[-1:] == b"\n" and parser.get_http_version() == "0.0":
+                    # A request line that ended without a version: HTTP/0.9,
+                    # whose client waits for an answer without a head.
+                    raise _RefusalError(guard.malformed())
                 self.site.header_deadlines.start(self)
         except _RefusalError as e:
             self.refuse(e.error)
-        except httptools.HttpParserUpgrade:
-            self.refuse(errors.APIError(400, "Protocol upgrades are not supported."))
+        except httptools.HttpParserUpgrade as e:
+            return self._upgrade(data, e)
         except httptools.HttpParserError as e:
             # httptools wraps what our callbacks raise; a refusal says why.
             cause = e.__context__
             if isinstance(cause, _RefusalError):
                 self.refuse(cause.error)
-            else:
+            elif not isinstance(cause, _ScreenedError):
                 self.refuse(guard.malformed())
-        self._pump()
+        return None
+
+    def _upgrade(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> bytes | None:
+        """
+        An upgrade's head (``Upgrade`` with ``Connection: upgrade``) or a
+        CONNECT's is in, and llhttp has stopped at its end.  An upgrade is
+        ignored, as RFC 9110 (7.8) lets a server do and twisted.web does: a
+        new parser goes on from the same head without its ``Upgrade`` field,
+        so the request (with any body: curl sends ``Upgrade: h2c`` on POSTs)
+        is read and answered as any other, once.  A CONNECT is answered (no
+        route takes it) and the connection closed: its bytes are a tunnel's.
+        """
+        upgrading, self._upgrading = self._upgrading, None
+        if upgrading is None:
+            self.refuse(guard.malformed())
+            return None
+        method, url, headers, version = upgrading
+        if method == b"CONNECT":
+            request = LeanRequest(self, method, url, headers, version, False)
+            self._queue.append(request)
+            self._stop()
+            return None
+        offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+        head = [b"%s %s %s\r\n" % (method, url, version)]
+        head += [b"%s: %s\r\n" % field for field in headers if field[0].lower() != b"upgrade"]
+        head.append(b"\r\n")
+        self._parser = httptools.HttpRequestParser(self)
+        return b"".join(head) + data[offset:]
 
     def timeoutConnection(self) -> None:
         # A clean close (FIN, not RST: the client may still be reading the
@@ -352,20 +437,40 @@ class LeanChannel(Protocol, TimeoutMixin):
         elif self.transport is not None:
             self.transport.loseConnection()
 
+    def body_received(self) -> int:
+        return self._body_size
+
+    def body_timed_out(self, error: errors.APIError) -> None:
+        """The body deadline passed: 408 (after any answers before it), then close."""
+        self._in_body = False
+        if self._paused_reading and not self._refused:
+            # Not read because too many answers queue before it: not the client's fault.
+            self._in_body = True
+            self.site.body_deadlines.start(self)
+            return
+        self.refuse(error)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
-        self.site.header_deadlines.lost(self)
-        self.site.channels.discard(self)
+        site = self.site
+        site.header_deadlines.lost(self)
+        if self._in_body:
+            self._in_body = False
+            site.body_deadlines.done(self)
+        if self._request is not None and self._body_size >= LARGE_BODY:
+            site.large_bodies.freed(self._body_size)  # a large body, abandoned
+        self._request = None
+        site.channels.discard(self)
         if getattr(self, "counted", False):
-            self.site.connections.close()
+            site.connections.close()
         current, queued = self._current, list(self._queue)
         self._current = None
         self._queue.clear()
         if current is not None:
             current.connection_lost(reason)
-            self.site.request_lost(current)
+            site.request_lost(current)
         for request in queued:
             request.connection_lost(reason)
 
@@ -377,7 +482,6 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._url = b""
         self._headers = []
         self._header_bytes = 0
-        self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -395,21 +499,60 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        """
+        The head is in: refuse what the head alone decides (HTTP/0.9, no
+        ``Host``, a body over the limit, no key, no route: L{MockSite.screen})
+        before a byte of the body is read, and only then say 100 Continue.
+        """
         self._in_head = False
-        self.site.header_deadlines.done(self)
-        limit = self.site.max_body_size
+        site = self.site
+        site.header_deadlines.done(self)
+        parser = self._parser
+        length = 0
+        chunked = expect = upgrade = host = False
         for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    raise _RefusalError(errors.body_too_large(limit))
-            elif (
-                lowered == b"expect"
-                and value.lower() == b"100-continue"
-                and self._parser.get_http_version() == "1.1"
-            ):
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            kind = _FIELDS.get(name.lower())
+            if kind is None:
+                continue
+            if kind == _LENGTH:
+                length = int(value) if value.isdigit() else 0
+            elif kind == _HOST:
+                host = True
+            elif kind == _CHUNKED:
+                chunked = True
+            elif kind == _EXPECT:
+                expect = value.lower() == b"100-continue"
+            else:
+                upgrade = True
+        method = parser.get_method()
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise _RefusalError(guard.malformed())  # HTTP/0.9, HTTP/2.0 on HTTP/1.1's port
+        if (upgrade or method == b"CONNECT") and parser.should_upgrade():
+            self._upgrading = (method, self._url, self._headers, version)
+            return
+        if not host and version is not _HTTP10:
+            raise _RefusalError(guard.missing_host())
+        request = self._request = LeanRequest(
+            self, method, self._url, self._headers, version, parser.should_keep_alive()
+        )
+        if length or chunked:
+            limit = site.max_body_size
+            if length > limit:
+                raise _RefusalError(errors.body_too_large(limit))
+            error = site.screen(request)
+            if error is not None:
+                # Answered in its turn and closed; its body is never read.
+                request.refusal = error
+                request.keep_alive = False
+                self._queue.append(request)
+                self._stop()
+                raise _ScreenedError
+            if expect and version is not _HTTP10:
+                if self.busy:
+                    self._continue = True  # not in the middle of an earlier answer
+                else:
+                    self.send(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -418,17 +561,19 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        parser = self._parser
-        request = LeanRequest(
-            self,
-            parser.get_method(),
-            self._url,
-            self._headers,
-            b"".join(self._body),
-            b"HTTP/" + parser.get_http_version().encode(),
-            parser.should_keep_alive(),
-        )
-        self._body = []
+        request = self._request
+        if request is None:
+            return  # an upgrade's head: see _upgrade
+        self._request = None
+        self._continue = False
+        if self._in_body:
+            self._in_body = False
+            self.site.body_deadlines.done(self)
+        body = self._body
+        request.content = io.BytesIO(b"".join(body))
+        body.clear()
+        if self._body_size >= LARGE_BODY:
+            self.site.large_bodies.freed(self._body_size)  # once the request lets go of it
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINE and not self._paused_reading:
             self._paused_reading = True
@@ -446,8 +591,22 @@ class LeanChannel(Protocol, TimeoutMixin):
             while self._current is None and self._queue and not self._closing:
                 request = self._current = self._queue.popleft()
                 self.setTimeout(None)
+                if request.refusal is not None:
+                    self.site.refuse_request(request, request.refusal)
+                    continue
+                self._served += 1
+                if self._served == self._max_served or (
+                    self._max_age and self.site.clock.seconds() - self._opened >= self._max_age
+                ):
+                    # Its last answer here: the client reconnects (--keepalive-*).
+                    request.keep_alive = False
                 self.site.handle(request)
-            if self._paused_reading and len(self._queue) <= MAX_PIPELINE // 2:
+            if (
+                self._paused_reading
+                and len(self._queue) <= MAX_PIPELINE // 2
+                and not self._refused
+                and not self._closing
+            ):
                 self._paused_reading = False
                 assert self.transport is not None
                 self.transport.resumeProducing()  # type: ignore[attr-defined]
@@ -460,28 +619,72 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._current = None
         self.site.request_finished(request)
         if not request.keep_alive:
+            # Input may be left unread: a refused body, pipelined requests.
+            unread = self._refused or self._queue or self._in_head or self._request
             self._closing = True
             self._queue.clear()
-            assert self.transport is not None
-            self.transport.loseConnection()
+            if unread:
+                self._close_unread()
+            else:
+                assert self.transport is not None
+                self.transport.loseConnection()
             return
         if not self._queue:
+            if self._refused:
+                self._answer_refusal()
+                return
             self.setTimeout(self._idle_timeout)
+            if self._continue:
+                self._continue = False
+                self.send(_CONTINUE)
         self._pump()
 
     def refuse(self, error: errors.APIError) -> None:
         """
-        Answer ``error`` (after any answers in progress are lost) and close,
-        in the envelope of the request-target read so far.
+        Answer ``error`` and close, in the envelope of the request-target read
+        so far: at once, or after the answers to the requests before it (one
+        answer per request, in order).  Nothing more is read.
         """
-        if self._refused:
+        if self._refused or self._closing:
             return
+        self._refusal = (error, self._url)
+        self._stop()
+        if not self.busy:
+            self._answer_refusal()
+
+    def _stop(self) -> None:
+        """Parse nothing more; the answers due still go out, in order."""
         self._refused = True
         site = self.site
-        envelope = site.envelopes.for_path(self._url)
-        assert self.transport is not None
+        site.header_deadlines.lost(self)  # (an abandoned head, if one was in progress)
+        if self._in_body:
+            self._in_body = False
+            site.body_deadlines.done(self)
+        if self._request is not None and self._body_size >= LARGE_BODY:
+            site.large_bodies.freed(self._body_size)
+        self._request = None
+        self._body.clear()
+        if self.busy and not self._paused_reading and self.transport is not None:
+            # Until its turn comes, the client's further bytes wait in its socket.
+            self._paused_reading = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _answer_refusal(self) -> None:
+        refusal, self._refusal = self._refusal, None
+        if refusal is None or self.transport is None:
+            return
+        error, target = refusal
+        site = self.site
+        envelope = site.envelopes.for_path(target)
         self.transport.write(failures.refusal(error, site.ids.request(), envelope))
-        self.transport.loseConnection()
+        self._close_unread()
+
+    def _close_unread(self) -> None:
+        """Close while the client may still be sending (see L{guard.close_unread})."""
+        self._closing = True
+        self._paused_reading = False
+        self.setTimeout(None)
+        self._abort_call = guard.close_unread(self.transport, self.site.clock)
 
 
 class _RefusalError(Exception):
@@ -490,3 +693,18 @@ class _RefusalError(Exception):
     def __init__(self, error: errors.APIError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class _ScreenedError(Exception):
+    """Raised from a parser callback once a head's own answer is queued: parse no more."""
+
+
+#: The header fields the channel reads itself, lowercased.
+_LENGTH, _HOST, _CHUNKED, _EXPECT, _UPGRADE = range(5)
+_FIELDS = {
+    b"content-length": _LENGTH,
+    b"host": _HOST,
+    b"transfer-encoding": _CHUNKED,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}

@@ -212,10 +212,24 @@ class H2Request(MockRequest):
     C{H2Stream}).  The body is kept in memory, as on HTTP/1.1 (twisted.web
     would spool bodies of unknown or large length to a temporary file); one
     over ``--max-body-size`` is dropped as it arrives and the stream answered
-    with 413 once the client has finished sending.
+    with 413 once the client has finished sending.  As on HTTP/1.1 a body is
+    judged from the head before a byte of it is kept (L{MockSite.screen}):
+    one without a valid key, to no route or during a drain is dropped too,
+    and the stream answered as its head decided.
     """
 
     _too_large = False
+    _judged = False
+    _refusal: errors.APIError | None = None
+
+    def _judge(self) -> errors.APIError | None:
+        """What the head alone decides (all its fields are in before any data)."""
+        stream: Any = self.channel
+        target: bytes = stream.path or b""
+        self.method = stream.command or b""
+        self.uri = target
+        self.path = target.split(b"?", 1)[0]
+        return stream.site.screen(self)  # type: ignore[no-any-return]
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.site.max_body_size:
@@ -223,7 +237,10 @@ class H2Request(MockRequest):
         self.content = io.BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._too_large:
+        if not self._judged:
+            self._judged = True
+            self._refusal = self._judge()
+        if self._too_large or self._refusal is not None:
             return
         self._body_size += len(data)
         if self._body_size > self.channel.site.max_body_size:
@@ -235,6 +252,10 @@ class H2Request(MockRequest):
 
     def process(self) -> None:
         site = self.site = self.channel.site
+        if self._refusal is not None:
+            self._counted = True
+            site.refuse_request(self, self._refusal)
+            return
         if self._too_large:
             self.setHeader(b"Date", site.date())
             self.setHeader(b"x-request-id", site.ids.request())

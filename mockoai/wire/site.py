@@ -9,8 +9,15 @@ inference server needs and nothing it does not.
   L{Router} over the Klein route table.
 - Every accepted TCP connection gets TCP_NODELAY (small SSE writes must not
   sit in Nagle's buffer), and every response an ``x-request-id``.
-- Bodies over the configured limit are refused with 413 before they are
-  read; the access log is off unless asked for (it costs ~20%).
+- A request with a body is judged from its head before the body is read
+  (L{MockSite.screen}): over the size limit (413), without a valid key
+  (401), to no route or the wrong method (404, 405), or during a drain
+  (503), it is answered and the connection closed without buffering a byte
+  of it; a body must then arrive in time (L{mockoai.wire.guard.BodyDeadlines}).
+- The access log is off unless asked for (it costs ~20%).
+- A keep-alive connection is closed after ``--keepalive-requests`` answers
+  or ``--keepalive-time`` seconds, so clients reconnect (and ``--workers``
+  share them again after a restart).
 - The site counts requests in flight, so shutdown can drain them.
 """
 
@@ -30,10 +37,12 @@ from mockoai.pipeline.auth import Authenticator
 from mockoai.pipeline.errors import Envelopes, write_error
 from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.limits import ConnectionCap, RefusedConnection
+from mockoai.pipeline.outcome import note_error
 from mockoai.wire import failures, guard
 from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import HeaderDeadlines
+from mockoai.wire.guard import BodyDeadlines, HeaderDeadlines
+from mockoai.wire.heap import LARGE_BODY, LargeBodies
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Transport
@@ -50,17 +59,27 @@ class MockRequest(server.Request):
     outcome = None
     #: The label of the API key it presented (L{mockoai.pipeline.auth}), when keys are on.
     key_label: str | None = None
+    #: Its key was checked from its head (L{MockSite.screen}).
+    screened = False
     channel: MockChannel
     site: MockSite
 
     def process(self) -> None:
-        if self.channel._refused:
+        channel = self.channel
+        if channel._refused:
             # The rest of a chunked body arrived with its end after the 413
             # went out: the request was never read whole and must not run.
             return
-        self.site = self.channel.site
+        site = self.site = channel.site
+        channel.served += 1
+        if channel.served == site.keepalive_requests or (
+            site.keepalive_time and site.clock.seconds() - channel.opened >= site.keepalive_time
+        ):
+            # Its last answer on this connection: the client reconnects.
+            channel.persistent = False
+            self.setHeader(b"Connection", b"close")
         self._counted = True
-        self.site.handle(self)
+        site.handle(self)
 
     def handleContentChunk(self, data: bytes) -> None:
         # Chunked bodies have no Content-Length to check up front.
@@ -85,14 +104,22 @@ class MockRequest(server.Request):
             self._counted = False
             site = site or self.site
             (site.request_lost if lost else site.request_finished)(self)
+            if self._body_size >= LARGE_BODY:
+                site.large_bodies.freed(self._body_size)
 
 
 class MockChannel(http.HTTPChannel):
-    """HTTP/1.1 channel with TCP_NODELAY and an early 413."""
+    """HTTP/1.1 channel with TCP_NODELAY, and requests judged from their heads."""
 
     site: MockSite
     transport: Transport  # type: ignore[assignment]
     _refused = False
+    #: Requests answered on this connection, and when it opened (--keepalive-*).
+    served = 0
+    opened = 0.0
+    _linger: Any = None
+    #: While a body is watched by the body deadline: the idle timeout it suspends.
+    _body_idle: float | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -108,19 +135,53 @@ class MockChannel(http.HTTPChannel):
         self.MAX_LENGTH = max(limits.max_url_length, limits.max_header_bytes) + 1024
         self.totalHeadersSize = limits.head_bytes + self.MAX_LENGTH
         self._head_bytes = 0
+        if self.site.keepalive_time:
+            self.opened = self.site.clock.seconds()
         self.site.header_deadlines.start(self)
 
     def connectionLost(self, reason: object) -> None:  # type: ignore[override]
         self.site.header_deadlines.lost(self)
+        self.site.body_deadlines.done(self)
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         self.site.channels.discard(self)
         if getattr(self, "counted", False):
             self.site.connections.close()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: what the client still sends is dropped
         super().dataReceived(data)
         if self._in_head():
             self.site.header_deadlines.start(self)
+        elif (
+            not self.line_mode
+            and not self._handlingRequest
+            and not self._refused
+            and self._body_idle is None
+            and self.site.body_deadlines.on
+        ):
+            # A body split over reads: it must arrive in time (and not just
+            # keep the idle timer from firing).
+            self._body_idle = self.setTimeout(None) or 0.0
+            self.site.body_deadlines.start(self)
+
+    def allContentReceived(self) -> None:
+        if self._refused:
+            return  # refused from its head (and answered): never run
+        if self._body_idle is not None:
+            self.site.body_deadlines.done(self)
+            self.setTimeout(self._body_idle or None)
+            self._body_idle = None
+        super().allContentReceived()
+
+    def body_received(self) -> int:
+        return self.requests[-1]._body_size if self.requests else 0
+
+    def body_timed_out(self, error: errors.APIError) -> None:
+        """The body deadline passed: 408, then close."""
+        self.refuse(error)
 
     def _in_head(self) -> bool | int:
         """Whether part of a request head, and not all of it, has arrived."""
@@ -154,26 +215,60 @@ class MockChannel(http.HTTPChannel):
             self.refuse(guard.malformed())
 
     def allHeadersReceived(self) -> None:
-        self.site.header_deadlines.done(self)
-        limit = self.site.max_body_size
+        site = self.site
+        site.header_deadlines.done(self)
+        limit = site.max_body_size
         if self.length is not None and self.length > limit:
             self.refuse(errors.body_too_large(limit))
             return
+        request = self.requests[-1]
+        if self._version == b"HTTP/1.1" and not request.requestHeaders.hasHeader(b"host"):
+            self.refuse(guard.missing_host())
+            return
+        if self.length != 0:
+            # A body is coming: judge the request by its head first.
+            target: bytes = self._path  # type: ignore[assignment]
+            request.method = self._command
+            request.uri = target
+            request.path = target.split(b"?", 1)[0]
+            error = site.screen(request)
+            if error is not None:
+                self.refuse(error, request=request)
+                return
         super().allHeadersReceived()
 
-    def refuse(self, error: errors.APIError, path: bytes | None = None) -> None:
+    def refuse(
+        self, error: errors.APIError, path: bytes | None = None, request: Any = None
+    ) -> None:
         """
         Answer with ``error`` without reading further, then close; in the
         envelope of ``path``, else of the request line read so far (twisted.web
-        forgets it once a request is whole).
+        forgets it once a request is whole).  A ``request`` whose head was
+        judged is answered with its CORS headers, and counted as answered.
         """
         if self._refused:
             return
         self._refused = True
         site = self.site
-        envelope = site.envelopes.for_path(path or getattr(self, "_path", None))
-        self.transport.write(failures.refusal(error, site.ids.request(), envelope))
-        self.transport.loseConnection()
+        site.body_deadlines.done(self)
+        path = path or getattr(self, "_path", None)
+        envelope = site.envelopes.for_path(path)
+        request_id = site.ids.request()
+        headers: list[tuple[bytes, bytes]] = []
+        if request is not None:
+            if site.cors is not None:
+                site.cors.apply(request)  # (never a preflight: those are not judged early)
+                headers = [
+                    (name, value)
+                    for name, values in request.responseHeaders.getAllRawHeaders()
+                    for value in values
+                ]
+            request.setResponseCode(error.status)
+            request.setHeader(b"x-request-id", request_id)
+            site.refused(request)
+        self.transport.write(failures.refusal(error, request_id, envelope, headers))
+        # The client may still be sending what will never be read.
+        self._linger = guard.close_unread(self.transport, site.clock)
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
@@ -215,6 +310,10 @@ class MockSite(server.Site):
     #: API keys and CORS (L{mockoai.pipeline.auth}, L{mockoai.wire.cors}); None = off, for free.
     auth: Authenticator | None = None
     cors: Cors | None = None
+    #: Answers a keep-alive connection gives (0: no limit) and seconds it may
+    #: live (0: no limit) before its answer says ``Connection: close``.
+    keepalive_requests = 0
+    keepalive_time = 0.0
 
     def __init__(
         self,
@@ -244,11 +343,13 @@ class MockSite(server.Site):
         self.clock = clock
         self.ids = ids
         self.max_body_size = max_body_size
-        self.http_limits = http_limits or HttpLimits()
-        self.header_deadlines = HeaderDeadlines(clock, self.http_limits.header_timeout)
+        limits = self.http_limits = http_limits or HttpLimits()
+        self.header_deadlines = HeaderDeadlines(clock, limits.header_timeout)
+        self.body_deadlines = BodyDeadlines(clock, limits.body_timeout, limits.body_min_rate)
+        self.large_bodies = LargeBodies(clock)
         self.access_log = access_log
         self.channels: set[MockChannel] = set()
-        self.connections = ConnectionCap(max_connections)
+        self.connections = ConnectionCap(guard.connection_cap(max_connections))
         self.active = 0
         self.draining = False
         #: Called once as each request ends (L{mockoai.ops.observe.Observer}).
@@ -301,6 +402,43 @@ class MockSite(server.Site):
         if self.access_log:
             super().log(request)
 
+    def screen(self, request: Any) -> errors.APIError | None:
+        """
+        The answer a request with a body gets from its head alone, or
+        ``None``: read its body.  Without a valid key, to no route or with the
+        wrong method, or during a drain, it would be refused whatever its body
+        holds: refusing it now means a flood of large keyless bodies is never
+        buffered.  Checks run in L{handle}'s order (keys before routes); a
+        CORS preflight is left to L{handle}.
+        """
+        if self.draining and request.path != _HEALTH:
+            return errors.draining()
+        if self.cors is not None and request.method == b"OPTIONS":
+            return None
+        if self.auth is not None:
+            refused = self.auth.check(request)
+            if refused is not None:
+                return refused
+            request.screened = True
+        error = self.router.route_error(request.method, request.path)
+        if error is not None:
+            note_error(request, error.code or error.type)
+        return error
+
+    def refuse_request(self, request: Any, error: errors.APIError) -> None:
+        """Answer ``request``, refused by L{screen}, as L{handle} would have."""
+        request.setHeader(b"Date", self.date())
+        request.setHeader(b"x-request-id", self.ids.request())
+        self.active += 1
+        if self.cors is not None:
+            self.cors.apply(request)
+        write_error(request, error, self.envelopes.for_path(request.path))
+
+    def refused(self, request: Any) -> None:
+        """``request`` was refused on its channel (never handled): count it."""
+        if self.observer is not None:
+            self.observer.finished(request)
+
     def handle(self, request: Any) -> None:
         """Every request, from either HTTP stack, starts here."""
         request.setHeader(b"Date", self.date())
@@ -320,7 +458,7 @@ class MockSite(server.Site):
             if request.path != _HEALTH:
                 write_error(request, errors.draining(), self.envelopes.for_path(request.path))
                 return
-        if self.auth is not None:
+        if self.auth is not None and not request.screened:
             refused = self.auth.check(request)
             if refused is not None:
                 write_error(request, refused, self.envelopes.for_path(request.path))
