@@ -156,11 +156,26 @@ def serve_as_worker(supervisor: int, run_dir: str | None, index: int | None, rea
     log_path = os.path.join(run_dir, _WORKER_LOG.format(index=index))
 
     def orphaned() -> None:
-        # SIGTERM from the kernel (the supervisor died) comes before the
-        # service stops: the drain's own lines land in the file.
         if os.getppid() != supervisor:
             _log_to(log_path)
 
+    def watch_sigterm() -> None:
+        # The kernel's SIGTERM (the supervisor died) must move the logs
+        # before anything is logged: twistd's own handler logs "Received
+        # SIGTERM" at once, into the pipe the dead supervisor no longer
+        # reads, and a write there can end the process before any shutdown
+        # trigger runs.  So wrap the handler the reactor installed.
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            orphaned()
+            previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    reactor.callWhenRunning(watch_sigterm)
     reactor.addSystemEventTrigger("before", "shutdown", orphaned)
 
 
