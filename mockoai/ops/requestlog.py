@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import ujson
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
 from mockoai.pipeline.outcome import Outcome
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 1.0
 #: Lines buffered before a flush without waiting for the timer.
 FLUSH_LINES = 4096
+
+_log = Logger(namespace="mockoai")
 
 
 def key_label(request: Any) -> str:
@@ -113,7 +116,13 @@ class RequestLog(Service):
     def startService(self) -> None:
         super().startService()
         if not self._loop.running:
-            self._loop.start(self.interval, now=False)
+            # A failed write (a full disk) stops the loop; say so now, on
+            # every runtime, not when (if ever) the GC finds the Deferred.
+            self._loop.start(self.interval, now=False).addErrback(
+                lambda failure: _log.failure(
+                    "request log: cannot write {path}", failure, path=self.path
+                )
+            )
 
     def add(self, request: Any, status: int, endpoint: str, outcome: Outcome | None) -> None:
         """A request ended: keep what it knows; formatting waits for the flush."""
