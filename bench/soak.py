@@ -6,9 +6,11 @@ It starts ``twistd -n mockoai --api-key KEY`` on a loopback port and runs,
 in three phases (before, during, after):
 
 - normal clients (all phases): ``--clients`` keep-alive connections with
-  the key, alternating plain and streamed chat completions;
+  the key, alternating plain and streamed chat completions (16 tokens,
+  unpaced);
 - during the attack only, for ``--duration`` seconds:
-  - mid-stream resets: streamed requests whose connection is reset (RST,
+  - mid-stream resets: streamed requests to a model paced at
+    ``--reset-itl`` ms a token, whose connection is reset (RST,
     ``SO_LINGER`` 0) after the first bytes of the answer, ``--resets`` per
     second;
   - slow bodies: ``--slow`` connections each sending a body at one byte a
@@ -56,6 +58,15 @@ CHAT = json.dumps(
 STREAM = json.dumps(
     {
         "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 16,
+        "stream": True,
+    }
+).encode()
+#: What the resets ask for: a stream that lasts (64 tokens of a paced model).
+SLOW_STREAM = json.dumps(
+    {
+        "model": "slow-stream",
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": 64,
         "stream": True,
@@ -170,7 +181,7 @@ def resetter(port: int, rate: float, counts: Counts, stop: threading.Event) -> N
             return
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                sock.sendall(request(STREAM))
+                sock.sendall(request(SLOW_STREAM))
                 if sock.recv(4096):
                     counts.add("resets sent")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
@@ -254,7 +265,12 @@ def sample(pid: int) -> tuple[float, int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     argv = [*TWISTD, "-n", "--pidfile=", "mockoai", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-    argv += ["--api-key", KEY, "--http", args.http, "--articles", "256", "--itl", str(args.itl)]
+    profile = tempfile.NamedTemporaryFile("w", prefix="mockoai-soak-", suffix=".toml")  # noqa: SIM115
+    profile.write(
+        f'[[models]]\nid = "gpt-4o"\n\n[[models]]\nid = "slow-stream"\nitl = {args.reset_itl}\n'
+    )
+    profile.flush()
+    argv += ["--api-key", KEY, "--http", args.http, "--articles", "256", "--config", profile.name]
     argv += args.server_args.split()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     log = tempfile.NamedTemporaryFile(prefix="mockoai-soak-", suffix=".log")  # noqa: SIM115
@@ -295,6 +311,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             samples[name + " seconds"] = [(time.monotonic() - started, 0)]
 
         phase("before", args.calm)
+        counts.phase = "during"
+        attackers = len(threads)
         spawn(resetter, args.resets, counts, attack)
         for _ in range(args.slow):
             spawn(slow_body, counts, attack)
@@ -302,6 +320,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spawn(flood, counts, attack)
         phase("during", args.duration)
         attack.set()
+        for thread in threads[attackers:]:
+            thread.join(15)  # what the attackers still had in flight counts as during
         phase("after", args.calm)
         everyone.set()
         for thread in threads:
@@ -318,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.seek(0)
         text = log.read().decode("utf-8", "replace")
         log.close()
+        profile.close()
     return {"counts": counts, "samples": samples, "log": text}
 
 
@@ -378,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resets", type=float, default=20.0, help="mid-stream resets per second")
     p.add_argument("--slow", type=int, default=50, help="slow-body connections")
     p.add_argument("--flood", type=int, default=20, help="keyless flooding connections")
-    p.add_argument("--itl", type=float, default=5.0, help="the server's --itl, ms")
+    p.add_argument("--reset-itl", type=float, default=20.0, help="ms a token of reset streams")
     p.add_argument("--server-args", default="", help="more server options")
     p.add_argument("--show-log", action="store_true", help="print the server's log")
     args = p.parse_args(argv)

@@ -51,6 +51,8 @@ _HTTP10 = _VERSIONS["1.0"]
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A request's body until it is read whole (never read: a handler runs after).
 _NO_BODY = io.BytesIO()
+#: The parser of a connection that is gone (never fed).
+_NO_PARSER = httptools.HttpRequestParser(object())
 _STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
 _STATUS[431] = b"431 " + failures.reason(431)
 
@@ -347,7 +349,10 @@ class LeanChannel(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused or self._closing:
-            return  # answered, or closing: what the client still sends is dropped
+            # Answered, or closing: what the client still sends is dropped
+            # (and its read buffers counted, to give their memory back).
+            self.site.large_bodies.freed(len(data))
+            return
         self.resetTimeout()
         more: bytes | None = data
         while more is not None:
@@ -385,10 +390,10 @@ class LeanChannel(Protocol, TimeoutMixin):
             return self._upgrade(data, e)
         except httptools.HttpParserError as e:
             # httptools wraps what our callbacks raise; a refusal says why.
-            cause = e.__context__
-            if isinstance(cause, _RefusalError):
-                self.refuse(cause.error)
-            elif not isinstance(cause, _ScreenedError):
+            # (No local may keep the cause: its traceback holds this frame.)
+            if isinstance(e.__context__, _RefusalError):
+                self.refuse(e.__context__.error)
+            elif not isinstance(e.__context__, _ScreenedError):
                 self.refuse(guard.malformed())
         return None
 
@@ -451,6 +456,10 @@ class LeanChannel(Protocol, TimeoutMixin):
         self.refuse(error)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # The parser holds this channel's bound methods: a cycle that only the
+        # cyclic GC would free (with its thresholds raised, after thousands of
+        # connections: a flood of 11,000 kept ~15 MB), unless broken here.
+        self._parser = _NO_PARSER
         self.setTimeout(None)
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()

@@ -148,10 +148,16 @@ class MockChannel(http.HTTPChannel):
         if getattr(self, "counted", False):
             self.site.connections.close()
         super().connectionLost(reason)
+        # A body's decoder holds a bound method of this channel: a cycle only
+        # the cyclic GC would free, left behind by every refusal mid-body.
+        self._transferDecoder = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
-            return  # answered and closing: what the client still sends is dropped
+            # Answered and closing: what the client still sends is dropped
+            # (and its read buffers counted, to give their memory back).
+            self.site.large_bodies.freed(len(data))
+            return
         super().dataReceived(data)
         if self._in_head():
             self.site.header_deadlines.start(self)
