@@ -164,7 +164,8 @@ class JudgedFromTheHeadTests(ServerCase):
             self.assertEqual(response.status, 401, data[:200])
             self.assertEqual(response.header("Connection"), "close")
         self.assertLess(time.monotonic() - started, 10.0)
-        self.assertLess(rss_mb(pid) - before, 40.0, f"{http}: the bodies were buffered")
+        if platform.python_implementation() == "CPython":  # (PyPy frees its reads lazily)
+            self.assertLess(rss_mb(pid) - before, 40.0, f"{http}: the bodies were buffered")
 
         # A route that does not exist, or a wrong method, is known from the head too.
         for head, status in (
