@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mockoai.ops.stats import REPORTED, Histogram, latency_histogram
+from mockoai.pipeline.media import EVENT_STREAM
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Request
@@ -45,7 +46,6 @@ _log = Logger(namespace="mockoai")
 PAGE = "/_mockoai/dashboard"
 EVENTS = PAGE + "/events"
 HTML = b"text/html; charset=utf-8"
-EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 #: Points kept for a page that connects later (5 minutes at the default 1 s).
 HISTORY = 300
