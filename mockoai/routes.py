@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from mockoai.dialects.openai.dialect import OpenAI, OpenAIDialect
+from mockoai.dialects.openai.embeddings import Embeddings
 from mockoai.dialects.openrouter.api import OpenRouter
 from mockoai.dialects.openrouter.dialect import RouterDialect
 from mockoai.ops.config import CHAT, COMPLETIONS
@@ -73,6 +74,8 @@ class MockOAI:
         self.openai_completions = pipeline(OpenAIDialect(openai, COMPLETIONS))
         self.openrouter_chat = pipeline(RouterDialect(openrouter, CHAT))
         self.openrouter_completions = pipeline(RouterDialect(openrouter, COMPLETIONS))
+        #: Not a generation: the same gate and engines, no pipeline of its own.
+        self.embeddings = Embeddings(openai, gate, stats)
 
     # OpenAI.
 
@@ -83,6 +86,10 @@ class MockOAI:
     @app.route("/v1/completions", methods=["POST"])
     def completions(self, request: Request) -> Result:
         return self.openai_completions.generate(request)
+
+    @app.route("/v1/embeddings", methods=["POST"])
+    def create_embeddings(self, request: Request) -> bytes | Deferred[bytes]:
+        return self.embeddings.create(request)
 
     @app.route("/v1/models", methods=["GET"])
     def list_models(self, request: Request) -> bytes:

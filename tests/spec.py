@@ -12,6 +12,10 @@ strictly, with two adjustments made at load time:
   ``finish_reason: null`` until the last one, so only ``choices[].finish_reason`` becomes
   nullable.
 
+* A schema that refers to itself with draft 2019-09's ``$recursiveAnchor``/``$recursiveRef``
+  (the file-search ``CompoundFilter`` does), which 2020-12 no longer has, gets a plain
+  ``$ref`` to itself instead.
+
 ``format`` is not checked (the spec uses non-standard formats such as ``unixtime``).
 """
 
@@ -78,12 +82,36 @@ def _derive_completion_stream(schemas: dict[str, Any]) -> dict[str, Any]:
     return derived
 
 
+def _own_refs(schema: Any, pointer: str) -> Any:
+    """``schema`` with its 2019-09 recursive self-references as plain ``$ref``s to ``pointer``."""
+    if isinstance(schema, list):
+        return [_own_refs(item, pointer) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$recursiveAnchor":
+            continue
+        if key == "$recursiveRef":
+            if value != "#":  # pragma: no cover - only if the spec changes shape
+                raise RuntimeError(f"unexpected $recursiveRef {value!r}; update tests/spec.py")
+            out["$ref"] = pointer
+        elif key in _LITERAL_KEYS:
+            out[key] = value
+        else:
+            out[key] = _own_refs(value, pointer)
+    return out
+
+
 @functools.cache
 def _document() -> dict[str, Any]:
     with SUBSET_PATH.open(encoding="utf-8") as f:
         raw: dict[str, Any] = json.load(f)
     schemas: dict[str, Any] = dict(raw["components"]["schemas"])
     schemas["CreateCompletionStreamResponse"] = _derive_completion_stream(schemas)
+    for name, schema in schemas.items():
+        if isinstance(schema, dict) and schema.get("$recursiveAnchor"):
+            schemas[name] = _own_refs(schema, _SCHEMAS_POINTER + name)
     return {
         "source": raw["source"],
         "components": {

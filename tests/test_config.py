@@ -19,6 +19,7 @@ from mockoai.ops.config import (
     COMPLETIONS,
     DEFAULT_MODELS,
     FIELDS,
+    KNOWN_KINDS,
     ConfigError,
     ModelSpec,
     Settings,
@@ -643,11 +644,10 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
         self.assertEqual(message, f"models (in {path}): expected a list of models, got 5")
         message, path = self.toml_error('models = [{ id = "a", color = "red" }]')
         self.assertEqual(message, f"models (in {path}): unknown model key(s) color")
-        message, path = self.toml_error('models = [{ id = "a", endpoints = ["embeddings"] }]')
+        message, path = self.toml_error('models = [{ id = "a", endpoints = ["images"] }]')
         self.assertEqual(
             message,
-            f"models (in {path}): endpoints must be among ['chat', 'completions'], "
-            "got ['embeddings']",
+            f"models (in {path}): endpoints must be among {sorted(KNOWN_KINDS)}, got ['images']",
         )
         message, path = self.toml_error('models = [{ owned_by = "me" }]')
         self.assertEqual(message, f"models (in {path}): expected a model id or table, got None")

@@ -49,6 +49,10 @@ ROOT_SCHEMAS: tuple[str, ...] = (
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "CreateEmbeddingResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 )
 
 REF_PREFIX = "#/components/schemas/"

@@ -39,6 +39,11 @@ ENV_PREFIX = "MOCKOAI_"
 CHAT = "chat"
 COMPLETIONS = "completions"
 ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS})
+#: ``/v1/embeddings``: only models that say so answer it (an embedding model
+#: answers nothing else), so it is not among the default ENDPOINT_KINDS.
+EMBEDDINGS = "embeddings"
+#: What a [[models]] table's ``endpoints`` may name.
+KNOWN_KINDS = ENDPOINT_KINDS | {EMBEDDINGS}
 
 
 class ConfigError(Exception):
@@ -579,6 +584,9 @@ class ModelSpec:
     (a profile may restrict it); ``native`` is OpenAI's own mapping, which
     only ``--strict-endpoints`` applies: real benchmark tools take the first
     listed model for both endpoints, as vLLM serves every model on both.
+    An embedding model has ``endpoints = {"embeddings"}`` and its vectors'
+    ``dimensions`` (which a request may lower when ``custom_dimensions``, as
+    OpenAI's text-embedding-3 models allow and ada-002 does not).
     """
 
     id: str
@@ -598,6 +606,9 @@ class ModelSpec:
     context_length: int = _table_key(128_000, _integer(1, 100_000_000))
     stream_error_rate: float = _table_key(0.0, _number(0.0, 1.0))
     stream_error_after: int = _table_key(0, _integer(0, 10_000_000))
+    #: Embeddings: the vectors' width, and whether a request may ask for fewer.
+    dimensions: int = _table_key(1536, _integer(1, 65_536))
+    custom_dimensions: bool = _table_key(True, _boolean)
 
 
 #: The OpenRouter-mode keys of a [[models]] table and their parsers.
@@ -606,6 +617,33 @@ _ROUTER_MODEL_KEYS: dict[str, Callable[[object], Any]] = {
 }
 
 _CHAT_ONLY = frozenset({CHAT})
+_EMBEDDINGS_ONLY = frozenset({EMBEDDINGS})
+#: OpenAI's embedding models: served on /v1/embeddings alone, by default and
+#: whenever ``--model`` names one.
+_EMBEDDING_MODELS = {
+    spec.id: spec
+    for spec in (
+        ModelSpec(
+            "text-embedding-3-small", "system", 1705948997, _EMBEDDINGS_ONLY, _EMBEDDINGS_ONLY
+        ),
+        ModelSpec(
+            "text-embedding-3-large",
+            "system",
+            1705953180,
+            _EMBEDDINGS_ONLY,
+            _EMBEDDINGS_ONLY,
+            dimensions=3072,
+        ),
+        ModelSpec(
+            "text-embedding-ada-002",
+            "openai-internal",
+            1671217299,
+            _EMBEDDINGS_ONLY,
+            _EMBEDDINGS_ONLY,
+            custom_dimensions=False,
+        ),
+    )
+}
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("gpt-4o", "system", 1715367049, native=_CHAT_ONLY),
     ModelSpec("gpt-4o-mini", "system", 1721172741, native=_CHAT_ONLY),
@@ -616,6 +654,7 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("gpt-5", "system", 1754425777, native=_CHAT_ONLY),
     ModelSpec("gpt-5-mini", "system", 1754425928, native=_CHAT_ONLY),
     ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, native=frozenset({COMPLETIONS})),
+    *_EMBEDDING_MODELS.values(),
 )
 #: OpenAI's list prices (USD per prompt, completion token) and context windows,
 #: so OpenRouter mode reports realistic costs out of the box.
@@ -629,6 +668,10 @@ _LIST_PRICES = {
     "gpt-5": (1.25e-6, 1e-5, 400_000),
     "gpt-5-mini": (2.5e-7, 2e-6, 400_000),
     "gpt-3.5-turbo-instruct": (1.5e-6, 2e-6, 4_096),
+    # Embedding models: the context is each input's limit.
+    "text-embedding-3-small": (2e-8, 0.0, 8_192),
+    "text-embedding-3-large": (1.3e-7, 0.0, 8_192),
+    "text-embedding-ada-002": (1e-7, 0.0, 8_192),
 }
 
 
@@ -642,12 +685,16 @@ def _priced(spec: ModelSpec) -> ModelSpec:
 
 
 DEFAULT_MODELS = tuple(_priced(m) for m in DEFAULT_MODELS)
+_EMBEDDING_MODELS = {spec.id: spec for spec in DEFAULT_MODELS if spec.id in _EMBEDDING_MODELS}
 
 
 def _model(value: object) -> ModelSpec:
     if isinstance(value, str):
         if not value or len(value) > 256 or any(c.isspace() for c in value):
             raise ValueError(f"invalid model id {value!r}")
+        embedding = _EMBEDDING_MODELS.get(value)
+        if embedding is not None:
+            return embedding
         owner = value.split("/", 1)[0] if "/" in value else "mockoai"
         return ModelSpec(value, owned_by=owner)
     if isinstance(value, Mapping):
@@ -663,12 +710,13 @@ def _model(value: object) -> ModelSpec:
                 except ValueError as e:
                     raise ValueError(f"{key}: {e}") from None
         base = _model(value.get("id"))
-        endpoints = value.get("endpoints", sorted(ENDPOINT_KINDS))
+        endpoints = value.get("endpoints", sorted(base.endpoints))
         kinds = frozenset(_strings(endpoints))
-        if not kinds <= ENDPOINT_KINDS:
-            raise ValueError(f"endpoints must be among {sorted(ENDPOINT_KINDS)}, got {endpoints!r}")
-        return ModelSpec(
-            id=base.id,
+        if not kinds <= KNOWN_KINDS:
+            raise ValueError(f"endpoints must be among {sorted(KNOWN_KINDS)}, got {endpoints!r}")
+        # An id OpenAI serves embeddings under keeps that (and its dimensions).
+        return attrs.evolve(
+            base,
             owned_by=_text(value.get("owned_by", base.owned_by)),
             created=_integer(0, 2**40)(value.get("created", base.created)),
             endpoints=kinds,

@@ -31,6 +31,7 @@ MAX_SERIES = 4096
 _EXACT = (
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/embeddings",
     "/v1/models",
     "/api/v1/chat/completions",
     "/api/v1/completions",

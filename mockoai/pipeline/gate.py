@@ -68,3 +68,9 @@ class Gate:
             cap = self.planner.limit(wanted, served.profile.max_output_tokens)
             tokens = wanted.prompt_tokens + cap * wanted.n * wanted.prompts
             limits.enforce(request, tokens, served.spec.id)
+
+    def charge_prompt(self, request: Request, tokens: int, served: ServedModel) -> None:
+        """Spend an answer that generates nothing (embeddings): its prompt tokens alone."""
+        limits = self.limits
+        if limits.enabled:
+            limits.enforce(request, tokens, served.spec.id)

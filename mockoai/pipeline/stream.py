@@ -433,7 +433,8 @@ def completed(
         tokens = plan.tokens
     d: Deferred[bytes] = Deferred(cancel)
     listener = _Completion(d, plan, tokens, render, engine.clock, stats or _UNCOUNTED)
-    sequence = Sequence(listener, len(plan.choices), tokens, plan.prompt_tokens)
+    # A plan of no choices (an embedding: a prefill alone) still takes a place.
+    sequence = Sequence(listener, len(plan.choices) or 1, tokens, plan.prompt_tokens)
     engine.submit(sequence)
     return d
 
