@@ -393,10 +393,21 @@ def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
 
 
 def measure_streams(
-    ctx: Ctx, servers: list[Server], table: Table, levels: list[int], paced: float | None
+    ctx: Ctx,
+    servers: list[Server],
+    table: Table,
+    levels: list[int],
+    paced: float | None,
+    endpoint: str = "chat",
 ) -> None:
-    """Streaming chat at each concurrency: unpaced (events/s) or paced (gap vs ITL)."""
+    """
+    Streams at each concurrency: unpaced (events/s) or paced (gap vs ITL).
+    ``endpoint`` is one of sse_load.py's: chat, or another API's streams
+    (``tools``: chat whose events are a tool call's argument fragments).
+    """
     kind = f"paced {paced:g} ms" if paced else "unpaced"
+    if endpoint != "chat":
+        kind = f"{endpoint} {kind}"
     for c in levels:
         for server in servers:
             if paced:
@@ -404,14 +415,16 @@ def measure_streams(
                 # measure its own lag, so paced gaps come from the epoll client.
                 r = paced_gaps(ctx, server, c)
             else:
-                r = sse_load(ctx, server, ["-c", str(c)], ctx.duration)
-            ctx.record(server, f"stream.{'paced' if paced else 'unpaced'}.c{c}", r)
+                r = sse_load(ctx, server, ["-c", str(c), "--endpoint", endpoint], ctx.duration)
+            k = f"stream.{'paced' if paced else 'unpaced'}.c{c}"
+            if endpoint != "chat":
+                k = f"stream.{endpoint}.c{c}"
+            ctx.record(server, k, r)
             log(
                 f"stream {kind} c={c} {server.name}: {r.get('events_per_s', r.get('error'))} "
                 f"events/s, client CPU {r.get('client_cpu_pct')} %"
             )
             p = f"stream {kind} c={c}"
-            k = f"stream.{'paced' if paced else 'unpaced'}.c{c}"
             ttft, gap = r.get("ttft_ms") or {}, r.get("gap_ms") or {}
             errors = r.get("errors", 1 if "error" in r else 0)
             if paced:
@@ -686,8 +699,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-mockoai", action="store_true", help="the baseline alone")
     p.add_argument(
         "--only",
-        default="wrk,stream,paced,openloop,idle",
-        help="comma list of parts: wrk, stream, paced, openloop, idle",
+        default="wrk,stream,tools,paced,openloop,idle",
+        help="comma list of parts: wrk, stream, tools, paced, openloop, idle",
     )
     p.add_argument("--streams", default="1,64,256,1000", help="stream concurrency levels")
     p.add_argument("--itl", type=float, default=20.0, help="ms between events when paced")
@@ -818,6 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_wrk(ctx, up, table)
         if "stream" in parts:
             measure_streams(ctx, up, table, levels, None)
+        if "tools" in parts:
+            # Streamed tool calls beside plain streams, at the middle level.
+            measure_streams(ctx, up, table, [64], None, "tools")
         if "openloop" in parts:
             measure_open_loop(ctx, up, table)
         if "idle" in parts:
@@ -826,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def paced_phase(up: list[Server]) -> None:
         measure_streams(ctx, up, table, levels, args.itl)
 
-    if parts & {"wrk", "stream", "openloop", "idle"}:
+    if parts & {"wrk", "stream", "tools", "openloop", "idle"}:
         phases.append(([], plain_phase))
     if "paced" in parts:
         phases.append((["--itl", f"{args.itl:g}"], paced_phase))

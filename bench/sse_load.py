@@ -59,9 +59,28 @@ USER = (
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 MODELS = {"chat": "gpt-4o", "completions": "gpt-3.5-turbo-instruct"}
 CONTENT_KEYS = {"chat": b'"content":"', "completions": b'"text":"'}
+# Streamed tool calls: chat with a tool it must call (arguments paced like text).
+PATHS["tools"], MODELS["tools"], CONTENT_KEYS["tools"] = PATHS["chat"], "gpt-4o", b'"arguments":"'
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search_logs",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string"},
+                "service": {"enum": ["gateway", "router", "engine"]},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+                "terms": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
+            },
+            "required": ["query", "service", "limit", "terms"],
+        },
+    },
+}
 
-# A content-bearing event has a non-empty "content" (chat) or "text" (completions).
-_CONTENT_RE = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
+# A content-bearing event has a non-empty "content" (chat), "text" (completions) or
+# "arguments" (a tool call's fragment).
+_CONTENT_RE = re.compile(rb'"(?:content|text|arguments)"\s*:\s*"[^"]')
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 CONNECT_CONCURRENCY = 48  # under the listen backlog (Twisted: 50): no SYN drops
 CONNECT_TIMEOUT = 10.0
@@ -74,7 +93,10 @@ class ProtocolError(Exception):
 def build_body(endpoint: str, model: str, max_tokens: int, stream: bool) -> bytes:
     """A realistic request body: a system and a user message, or the same as a prompt."""
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0.7}
-    if endpoint == "chat":
+    if endpoint == "tools":
+        body["tools"] = [TOOL]
+        body["tool_choice"] = "required"
+    if endpoint in ("chat", "tools"):
         body["messages"] = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": USER},

@@ -251,9 +251,13 @@ class ChatTests(ErrorAssertions):
         )
         for role in validate.ROLES:
             message: dict[str, Any] = {"role": role, "content": "x"}
+            messages = [message]
             if role == "tool":
+                # A tool result answers a call (tests.test_tools).
                 message["tool_call_id"] = "call_1"
-            self.assertEqual(validate.chat(chat_body(messages=[message])).kind, CHAT)
+                call = {"id": "call_1", "type": "function", "function": {"name": "f"}}
+                messages.insert(0, {"role": "assistant", "tool_calls": [call]})
+            self.assertEqual(validate.chat(chat_body(messages=messages)).kind, CHAT)
 
     def test_content(self) -> None:
         self.chat_error(
@@ -303,6 +307,9 @@ class ChatTests(ErrorAssertions):
             {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
         ]:
             messages = [*MESSAGES, message]
+            if "tool_calls" in message:
+                # Every call is answered before the next turn (tests.test_tools).
+                messages.append({"role": "tool", "tool_call_id": "c", "content": "done"})
             request = validate.chat(chat_body(messages=messages))
             self.assertEqual(request.prompt_tokens, tokens.count_messages(messages))
         self.chat_error(

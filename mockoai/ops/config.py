@@ -175,6 +175,55 @@ def _http(value: object) -> str:
     return str(value)
 
 
+#: How a model reasons: not at all, hidden (OpenAI's o-series and gpt-5:
+#: counted and timed, never sent) or visible (vLLM reasoning models: the
+#: text is sent before the answer).
+REASONING_MODES = ("none", "hidden", "visible")
+#: Reasoning efforts, lowest first (OpenAI's ``reasoning_effort``).
+EFFORTS = ("minimal", "low", "medium", "high")
+
+
+def _reasoning(value: object) -> str:
+    if value not in REASONING_MODES:
+        raise ValueError(f"expected one of {', '.join(REASONING_MODES)}, got {value!r}")
+    return str(value)
+
+
+def _efforts(value: object) -> tuple[tuple[str, int], ...]:
+    """Mean reasoning tokens per effort: ``low=128,medium=512`` (or a TOML table)."""
+    if isinstance(value, str):
+        pairs: list[tuple[object, object]] = []
+        for item in value.split(","):
+            name, sep, number = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected EFFORT=TOKENS pairs, got {value!r}")
+            pairs.append((name.strip(), number.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, tuple):
+        pairs = list(value)
+    else:
+        raise ValueError(f"expected EFFORT=TOKENS pairs, got {value!r}")
+    table = dict(DEFAULT_EFFORTS)
+    for key, tokens in pairs:
+        if key not in EFFORTS:
+            raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, got {key!r}")
+        table[str(key)] = _integer(0, 1_000_000)(tokens)
+    return tuple((effort, table[effort]) for effort in EFFORTS)
+
+
+def _show_efforts(table: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{name}={tokens}" for name, tokens in table)
+
+
+DEFAULT_EFFORTS: tuple[tuple[str, int], ...] = (
+    ("minimal", 16),
+    ("low", 128),
+    ("medium", 512),
+    ("high", 2048),
+)
+
+
 def _boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -644,15 +693,17 @@ _EMBEDDING_MODELS = {
         ),
     )
 }
+#: OpenAI's reasoning models think before they answer, out of sight.
+_HIDDEN = (("reasoning", "hidden"),)
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("gpt-4o", "system", 1715367049, native=_CHAT_ONLY),
     ModelSpec("gpt-4o-mini", "system", 1721172741, native=_CHAT_ONLY),
     ModelSpec("gpt-4.1", "system", 1744316542, native=_CHAT_ONLY),
     ModelSpec("gpt-4.1-mini", "system", 1744318173, native=_CHAT_ONLY),
     ModelSpec("gpt-4.1-nano", "system", 1744321707, native=_CHAT_ONLY),
-    ModelSpec("o4-mini", "system", 1744225351, native=_CHAT_ONLY),
-    ModelSpec("gpt-5", "system", 1754425777, native=_CHAT_ONLY),
-    ModelSpec("gpt-5-mini", "system", 1754425928, native=_CHAT_ONLY),
+    ModelSpec("o4-mini", "system", 1744225351, native=_CHAT_ONLY, overrides=_HIDDEN),
+    ModelSpec("gpt-5", "system", 1754425777, native=_CHAT_ONLY, overrides=_HIDDEN),
+    ModelSpec("gpt-5-mini", "system", 1754425928, native=_CHAT_ONLY, overrides=_HIDDEN),
     ModelSpec("gpt-3.5-turbo-instruct", "system", 1692901427, native=frozenset({COMPLETIONS})),
     *_EMBEDDING_MODELS.values(),
 )
@@ -962,6 +1013,26 @@ class ModelProfile:
         "Extra time to first token per prompt token, in ms (prefill cost).",
         metavar="MS",
         show=_show_ms,
+    )
+    tool_call_rate: float = setting(
+        1.0,
+        _number(0.0, 1.0),
+        "Share of tool_choice=auto requests that call a tool (a tool result last: never).",
+        metavar="P",
+    )
+    reasoning: str = setting(
+        "none",
+        _reasoning,
+        "How the model reasons: none, hidden (counted and timed, as OpenAI's o-series) "
+        "or visible (sent before the answer, as vLLM reasoning models).",
+        metavar="MODE",
+    )
+    reasoning_tokens: tuple[tuple[str, int], ...] = setting(
+        DEFAULT_EFFORTS,
+        _efforts,
+        "Mean reasoning tokens per effort (minimal,low,medium,high), e.g. low=128,high=2048.",
+        metavar="EFFORT=N,...",
+        show=_show_efforts,
     )
     engine: EngineConfig = group(EngineConfig)
     #: Built once: every request's plan reads it.

@@ -234,6 +234,16 @@ def invalid(param: str, message: str, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
 
 
+def unsupported_parameter(param: str) -> APIError:
+    """A parameter the model does not take (``reasoning_effort`` on gpt-4o)."""
+    return APIError(
+        400,
+        f"Unsupported parameter: '{param}' is not supported with this model.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,

@@ -50,5 +50,12 @@ class IdMaker:
             self._head = self._prefix + _base62(high, 8)
         return self._head + _PAIRS[low]
 
+    def tail(self, width: int = 24) -> str:
+        """
+        ``width`` (at least 12) unique characters: a tool call's after
+        ``call_`` (24, as OpenAI's), a ``toolu_``, ``msg_`` or ``resp_`` id's.
+        """
+        return self._prefix[: width - 10] + _base62(self._next(), 10)
+
     def request(self) -> bytes:
         return b"req_%s%012x" % (self._hex.encode(), self._next())

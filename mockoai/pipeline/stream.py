@@ -121,8 +121,9 @@ def _merged(timelines: list[Timeline]) -> Timeline:
 def _choice_timeline(choice: ChoicePlan, events: Events) -> Timeline:
     """One choice: its opening, one event per content slice, its finish."""
     counts = choice.counts
-    # A choice cut to nothing by a stop string still waits for its first token.
-    first, last = (counts[0], counts[-1]) if counts else (1, 1)
+    # A choice cut to nothing by a stop string still waits for its first token
+    # (and one that reasoned away its every token, for all of them).
+    first, last = (counts[0], counts[-1]) if counts else (max(choice.tokens, 1),) * 2
     contents = len(counts)
     content = events.content
 

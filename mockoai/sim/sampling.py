@@ -18,23 +18,32 @@ import numpy as np
 
 from mockoai.apierror import APIError
 from mockoai.ops.config import ModelProfile, Settings
+from mockoai.sim import output
 from mockoai.sim.corpus import ARTICLE_LEAD, Corpus
 from mockoai.sim.latency import Timing
-from mockoai.sim.request import GenerationRequest
+from mockoai.sim.output import Segment
+from mockoai.sim.request import TOOLS_NAMED, GenerationRequest
 
 STOP = "stop"
 LENGTH = "length"
+TOOL_CALLS = "tool_calls"
 _BACKSLASH = ord("\\")
 
 
 class ChoicePlan:
     """
-    One choice: ``tokens`` tokens of corpus bytes ``[start, end)``.
+    One choice: ``tokens`` tokens of corpus bytes ``[start, end)``, after
+    ``hidden`` reasoning tokens that are counted and timed but never sent.
+    A choice that is more than corpus text (reasoning sent, a document,
+    tool calls) has ``segments`` instead (L{mockoai.sim.output}), and its
+    ``start``/``end`` are unused.
 
     For streams, ``bounds`` are the byte offsets where its events start and
     end (``bounds[0] == start``, ``bounds[-1] == end``) and ``counts[i]`` is
-    how many tokens have been sent once event ``i`` is out.  They are worked
-    out on first use, since a non-streaming answer never needs them.
+    how many tokens have been sent once event ``i`` is out (hidden ones
+    included).  A segmented choice has ``spans[i]`` instead of bounds:
+    ``(segment, start, end)`` of event ``i``.  They are worked out on first
+    use, since a non-streaming answer never needs them.
     """
 
     __slots__ = (
@@ -42,11 +51,14 @@ class ChoicePlan:
         "_counts",
         "_draws",
         "_planner",
+        "_spans",
         "end",
         "finish_reason",
         "first",
+        "hidden",
         "index",
         "profile",
+        "segments",
         "start",
         "tokens",
     )
@@ -62,6 +74,8 @@ class ChoicePlan:
         planner: Planner,
         draws: Draws,
         profile: ModelProfile,
+        segments: list[Segment] | None = None,
+        hidden: int = 0,
     ) -> None:
         self.index = index
         self.profile = profile
@@ -72,20 +86,51 @@ class ChoicePlan:
         self.first = first
         self._planner = planner
         self._draws = draws
+        self.segments = segments
+        self.hidden = hidden
         self._bounds: list[int] | None = None
         self._counts: list[int] = []
+        self._spans: list[tuple[int, int, int]] = []
 
     @property
     def bounds(self) -> list[int]:
         if self._bounds is None:
-            self._bounds, self._counts = self._planner.partition(self, self._draws)
-        return self._bounds
+            self._partition()
+        return self._bounds  # type: ignore[return-value]
 
     @property
     def counts(self) -> list[int]:
         if self._bounds is None:
-            self._bounds, self._counts = self._planner.partition(self, self._draws)
+            self._partition()
         return self._counts
+
+    @property
+    def spans(self) -> list[tuple[int, int, int]]:
+        if self._bounds is None:
+            self._partition()
+        return self._spans
+
+    def _partition(self) -> None:
+        if self.segments is None:
+            self._bounds, self._counts = self._planner.partition(self, self._draws)
+        else:
+            profile, draws = self.profile, self._draws
+            low, high = profile.stream_tokens
+
+            def size() -> int:
+                return low if low == high else draws.below(high - low + 1) + low
+
+            self._spans, self._counts = output.spans(self.segments, size, self.hidden)
+            self._bounds = []
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Reasoning tokens, hidden or sent."""
+        hidden = self.hidden
+        segments = self.segments
+        if segments is None:
+            return hidden
+        return hidden + sum(s.tokens for s in segments if s.kind == output.REASONING)
 
     def __repr__(self) -> str:
         return (
@@ -121,6 +166,12 @@ class Draws:
             self._uniforms = self.rng.random(self._block).tolist()
         return int(self._uniforms.pop() * n)
 
+    def uniform(self) -> float:
+        """A uniform float in [0, 1)."""
+        if not self._uniforms:
+            self._uniforms = self.rng.random(self._block).tolist()
+        return self._uniforms.pop()
+
 
 @attrs.define(slots=True)
 class Plan:
@@ -150,6 +201,10 @@ class Plan:
     def completion_tokens(self) -> int:
         choices = self.choices
         return choices[0].tokens if len(choices) == 1 else sum(c.tokens for c in choices)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(c.reasoning_tokens for c in self.choices)
 
     def duration(self) -> float:
         """When the last token is out: what a non-streaming answer waits."""
@@ -208,48 +263,136 @@ class Planner:
         else:
             # numpy takes non-negative seeds only; OpenAI's seed is any int64.
             draws = Draws(np.random.default_rng(wanted.seed % 2**64), block=64)
-        mean, stddev = profile.tokens_mean, profile.tokens_stddev
-        floor = min(max(wanted.min_tokens, 1), limit)
-        offsets = self._offsets
-        articles = self._articles
-        total = self.corpus.tokens
         used: set[int] = set()
-
+        # Reasoning, tools, documents: a choice of segments (L{output}).
+        shaped = wanted.shaped or wanted.reasoning_budget is not None or profile.reasoning != "none"
         choices = []
         for index in range(wanted.n * wanted.prompts):
-            if wanted.ignore_eos:
-                length = limit
+            if shaped:
+                choices.append(self._shaped(index, wanted, profile, limit, draws, used))
             else:
-                length = min(max(round(mean + stddev * draws.normal()), floor), limit)
-            finish = LENGTH if length >= limit else STOP
-            # Distinct articles per choice, each with room for its answer.
-            room = bisect_right(articles, total - length)
-            first = articles[draws.below(room)]
-            for _ in range(8):
-                if first not in used:
-                    break
-                first = articles[draws.below(room)]
-            used.add(first)
-            start = offsets[first] + self._lead
-            end = offsets[first + length]
-            if wanted.stop:
-                cut = self._find_stop(wanted.stop, start, end)
-                if cut is not None:
-                    end = cut
-                    finish = STOP
-                    length = 0 if cut == start else bisect_left(offsets, cut) - first
-            choices.append(
-                ChoicePlan(index, length, finish, start, end, first, self, draws, profile)
-            )
+                choices.append(self._text(index, wanted, profile, limit, draws, used))
         model = profile.latency
         rng = draws.rng
         ttft = model.first_token(rng, wanted.prompt_tokens)
         longest = max((c.tokens for c in choices), default=0)
         return Plan(wanted, choices, model.times(rng, ttft, longest))
 
+    def _length(
+        self, wanted: GenerationRequest, profile: ModelProfile, room: int, draws: Draws
+    ) -> int:
+        """A text answer's tokens: drawn around the model's mean, within ``room``."""
+        if wanted.ignore_eos:
+            return room
+        floor = min(max(wanted.min_tokens, 1), room)
+        mean, stddev = profile.tokens_mean, profile.tokens_stddev
+        return min(max(round(mean + stddev * draws.normal()), floor), room)
+
+    def _article(self, length: int, draws: Draws, used: set[int]) -> int:
+        """The first token of an article with room for ``length`` tokens, not yet used."""
+        articles = self._articles
+        # Distinct articles per choice, each with room for its answer.
+        room = bisect_right(articles, self.corpus.tokens - length)
+        first = articles[draws.below(room)]
+        for _ in range(8):
+            if first not in used:
+                break
+            first = articles[draws.below(room)]
+        used.add(first)
+        return first
+
+    def _text(
+        self,
+        index: int,
+        wanted: GenerationRequest,
+        profile: ModelProfile,
+        limit: int,
+        draws: Draws,
+        used: set[int],
+        hidden: int = 0,
+    ) -> ChoicePlan:
+        """A choice of corpus text, within ``limit`` tokens (after ``hidden`` reasoning)."""
+        length = self._length(wanted, profile, limit, draws)
+        finish = LENGTH if length >= limit else STOP
+        first = self._article(length, draws, used)
+        offsets = self._offsets
+        start = offsets[first] + self._lead
+        end = max(offsets[first + length], start)
+        if wanted.stop:
+            cut = self._find_stop(wanted.stop, start, end)
+            if cut is not None:
+                end = cut
+                finish = STOP
+                length = 0 if cut == start else bisect_left(offsets, cut) - first
+        return ChoicePlan(
+            index, hidden + length, finish, start, end, first, self, draws, profile, None, hidden
+        )
+
+    def _shaped(
+        self,
+        index: int,
+        wanted: GenerationRequest,
+        profile: ModelProfile,
+        limit: int,
+        draws: Draws,
+        used: set[int],
+    ) -> ChoicePlan:
+        """A choice with reasoning, a document or tool calls (L{mockoai.sim.output})."""
+        hidden = 0
+        segments: list[Segment] = []
+        reasoning = min(self._reasoning(wanted, profile, draws), limit)
+        if reasoning:
+            if wanted.reasoning_visible or profile.reasoning == "visible":
+                first = self._article(reasoning, draws, used)
+                segments.append(output.corpus_text(self.corpus, first, reasoning, output.REASONING))
+            else:
+                hidden = reasoning
+        room = limit - hidden
+        finish = STOP
+        body: list[Segment] | None = None
+        if wanted.shaped:
+            tools = output.calls(wanted, draws, profile.tool_call_rate)
+            if tools:
+                body = output.call_segments(tools, draws)
+                # A call the request forced ends as "stop", as OpenAI's do.
+                finish = STOP if wanted.tool_choice == TOOLS_NAMED else TOOL_CALLS
+            elif wanted.document is not None or wanted.guided_choice:
+                body = [output.document_segment(wanted, draws)]
+        if body is None:
+            if not segments:
+                return self._text(index, wanted, profile, room, draws, used, hidden)
+            room -= segments[0].tokens
+            length = self._length(wanted, profile, room, draws) if room > 0 else 0
+            finish = LENGTH if length >= room else STOP
+            first = self._article(length, draws, used)
+            body = [output.corpus_text(self.corpus, first, length, output.TEXT)]
+        segments, cut = output.cut(segments + body, limit - hidden)
+        if cut:
+            finish = LENGTH
+        tokens = hidden + sum(segment.tokens for segment in segments)
+        return ChoicePlan(index, tokens, finish, 0, 0, 0, self, draws, profile, segments, hidden)
+
+    def _reasoning(self, wanted: GenerationRequest, profile: ModelProfile, draws: Draws) -> int:
+        """
+        Reasoning tokens of one choice: around the model's mean for the effort
+        asked (medium by default), within the request's budget; none for a
+        model that does not reason unless the request sets a budget
+        (Anthropic's extended thinking).
+        """
+        effort = wanted.reasoning_effort
+        budget = wanted.reasoning_budget
+        if effort == "none" or (profile.reasoning == "none" and budget is None):
+            return 0
+        mean = dict(profile.reasoning_tokens)[effort or "medium"]
+        if budget is not None:
+            mean = min(mean, budget)
+        tokens = max(round(mean + mean / 4 * draws.normal()), 0)
+        return tokens if budget is None else min(tokens, budget)
+
     def partition(self, choice: ChoicePlan, draws: Draws) -> tuple[list[int], list[int]]:
         """Split a choice into stream events of --stream-tokens tokens each."""
-        length = choice.tokens
+        hidden = choice.hidden
+        length = choice.tokens - hidden
         if not length:
             return [choice.start], []
         low, high = choice.profile.stream_tokens
@@ -265,6 +408,8 @@ class Planner:
         first = choice.first
         bounds = [choice.start, *[offsets[first + c] for c in counts], choice.end]
         counts.append(length)
+        if hidden:
+            counts = [c + hidden for c in counts]
         return bounds, counts
 
     def _find_stop(self, stops: tuple[str, ...], start: int, end: int) -> int | None:

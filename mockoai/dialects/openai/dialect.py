@@ -45,7 +45,7 @@ class OpenAI:
         self.limits: InputLimits = settings.input_limits
         self._fingerprint = settings.answers.system_fingerprint
         specs = [served.spec for served in core.models.values()]
-        self._renderers = {s.id: Renderer(s.id, self._fingerprint, core.corpus) for s in specs}
+        self._renderers = {s.id: Renderer(s.id, self._fingerprint, core.corpus, ids) for s in specs}
         self._adhoc: dict[str, Renderer] = {}
         self.models_body = models_list([(s.id, s.created, s.owned_by) for s in specs])
         self._cards = {s.id: model_object(s.id, s.created, s.owned_by) for s in specs}
@@ -65,7 +65,7 @@ class OpenAI:
         name = served.spec.id
         renderer = self._renderers.get(name) or self._adhoc.get(name)
         if renderer is None:
-            renderer = Renderer(name, self._fingerprint, self.core.corpus)
+            renderer = Renderer(name, self._fingerprint, self.core.corpus, self.ids)
             if len(self._adhoc) < _ADHOC_RENDERERS:
                 self._adhoc[name] = renderer
         return renderer
@@ -108,7 +108,10 @@ class OpenAIDialect(Dialect):
             raise errors.unsupported_content_type(content_type.decode("latin-1"))
         limits = self.limits
         body = validate.parse_body(request.content.read(), limits.max_json_depth)
-        return OpenAIAnswer(self, request, self.validate(body, limits))
+        answer = OpenAIAnswer(self, request, self.validate(body, limits))
+        # The legacy functions API answers in its own shape.
+        answer.legacy = "functions" in body and body.get("tools") is None
+        return answer
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -119,13 +122,19 @@ def _is_json(content_type: bytes) -> bool:
 class OpenAIAnswer(Answer):
     """One OpenAI answer: its id, its arrival second and its model's templates."""
 
-    __slots__ = ("arrived", "created", "id", "renderer")
+    __slots__ = ("arrived", "created", "id", "legacy", "renderer")
 
     dialect: OpenAIDialect
+    #: The legacy functions API (``functions``, not ``tools``): its own shapes.
+    legacy: bool
 
     def resolve(self) -> ServedModel:
         dialect = self.dialect
-        served = self.served = dialect.api.model(self.wanted.model, dialect.kind)
+        wanted = self.wanted
+        served = self.served = dialect.api.model(wanted.model, dialect.kind)
+        effort = wanted.reasoning_effort
+        if effort is not None and effort != "none" and served.profile.reasoning == "none":
+            raise errors.unsupported_parameter("reasoning_effort")
         return served
 
     def begin(self, plan: Plan, cut: int | None) -> None:
@@ -140,7 +149,11 @@ class OpenAIAnswer(Answer):
         dialect = self.dialect
         elapsed = dialect.clock.seconds() - self.arrived
         self.request.setHeader(b"openai-processing-ms", b"%d" % round(elapsed * 1000))
+        if self.legacy:
+            return self.renderer.chat_body(self.plan, self.id, self.created, legacy=True)
         return dialect.render_body(self.renderer, self.plan, self.id, self.created)
 
     def events(self) -> EventStream:
+        if self.legacy:
+            return self.renderer.chat_stream(self.plan, self.id, self.created, legacy=True)
         return self.dialect.render_stream(self.renderer, self.plan, self.id, self.created)

@@ -17,10 +17,12 @@ import string
 from collections.abc import Sequence
 
 from mockoai.apierror import APIError
+from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.media import dumps
 from mockoai.pipeline.stream import Pieces
 from mockoai.sim.corpus import Corpus
-from mockoai.sim.sampling import ChoicePlan, Plan, escape
+from mockoai.sim.output import CALL, REASONING, TEXT, Segment
+from mockoai.sim.sampling import TOOL_CALLS, ChoicePlan, Plan, escape
 
 DONE = b"data: [DONE]\n\n"
 _NULL_USAGE = b',"usage":null'
@@ -46,17 +48,17 @@ _OBFUSCATIONS = _obfuscations()
 _PLAIN_END = [b"}\n\n"]
 
 
-def chat_usage(prompt: int, completion: int) -> bytes:
+def chat_usage(prompt: int, completion: int, reasoning: int = 0) -> bytes:
     return (
         b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
         b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
-        b'"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
+        b'"completion_tokens_details":{"reasoning_tokens":%d,"audio_tokens":0,'
         b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}'
-        % (prompt, completion, prompt + completion)
+        % (prompt, completion, prompt + completion, reasoning)
     )
 
 
-def completion_usage(prompt: int, completion: int) -> bytes:
+def completion_usage(prompt: int, completion: int, reasoning: int = 0) -> bytes:
     return b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (
         prompt,
         completion,
@@ -67,8 +69,12 @@ def completion_usage(prompt: int, completion: int) -> bytes:
 class Renderer:
     """OpenAI-dialect templates for one served model."""
 
-    def __init__(self, model: str, fingerprint: str, corpus: Corpus) -> None:
+    def __init__(
+        self, model: str, fingerprint: str, corpus: Corpus, ids: IdMaker | None = None
+    ) -> None:
         self.corpus = corpus
+        #: What makes tool call ids (the service's, shared with the other ids).
+        self.ids = IdMaker() if ids is None else ids
         model_json = dumps(model)
         fp = dumps(fingerprint)
         self.chat_head = b'{"id":"chatcmpl-'
@@ -92,7 +98,7 @@ class Renderer:
 
     # --- non-streaming bodies -------------------------------------------------
 
-    def chat_body(self, plan: Plan, rid: str, created: int) -> bytes:
+    def chat_body(self, plan: Plan, rid: str, created: int, legacy: bool = False) -> bytes:
         view = self.corpus.view
         pieces: Pieces = [
             self.chat_head,
@@ -104,6 +110,9 @@ class Renderer:
         for choice in plan.choices:
             if choice.index:
                 pieces.append(b",")
+            if choice.segments is not None:
+                pieces += self._shaped_choice(choice, legacy)
+                continue
             pieces += (
                 b'{"index":%d,"message":{"role":"assistant","content":"' % choice.index,
                 view[choice.start : choice.end],
@@ -113,10 +122,62 @@ class Renderer:
             )
         pieces += (
             b'],"usage":',
-            chat_usage(plan.prompt_tokens, plan.completion_tokens),
+            chat_usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
             self.chat_tail,
         )
         return b"".join(pieces)
+
+    def _shaped_choice(self, choice: ChoicePlan, legacy: bool) -> Pieces:
+        """A choice with reasoning, a document or tool calls, whole (L{mockoai.sim.output})."""
+        text: Segment | None = None
+        reasoning: Segment | None = None
+        calls: list[Segment] = []
+        for segment in choice.segments or ():
+            if segment.kind == TEXT:
+                text = segment
+            elif segment.kind == REASONING:
+                reasoning = segment
+            else:
+                calls.append(segment)
+        pieces: Pieces = [b'{"index":%d,"message":{"role":"assistant","content":' % choice.index]
+        if text is None:
+            pieces.append(b"null")
+        else:
+            pieces += (b'"', text.view[text.start : text.end], b'"')
+        if reasoning is not None:
+            pieces += (
+                b',"reasoning_content":"',
+                reasoning.view[reasoning.start : reasoning.end],
+                b'"',
+            )
+        if calls and legacy:
+            call = calls[0]
+            pieces += (
+                b',"function_call":{"name":"',
+                call.name.encode() if call.name else b"",
+                b'","arguments":"',
+                call.view[call.start : call.end],
+                b'"}',
+            )
+        elif calls:
+            pieces.append(b',"tool_calls":[')
+            for call in calls:
+                pieces += (
+                    b',{"id":"call_' if call.call else b'{"id":"call_',
+                    self.ids.tail().encode(),
+                    b'","type":"function","function":{"name":"',
+                    call.name.encode() if call.name else b"",
+                    b'","arguments":"',
+                    call.view[call.start : call.end],
+                    b'"}}',
+                )
+            pieces.append(b"]")
+        pieces += (
+            b',"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"',
+            finish_reason(choice, legacy),
+            b'"}',
+        )
+        return pieces
 
     def completion_body(self, plan: Plan, rid: str, created: int) -> bytes:
         view = self.corpus.view
@@ -134,7 +195,7 @@ class Renderer:
             pieces += (
                 b'{"text":"',
                 echo[choice.index // plan.wanted.n] if echo else b"",
-                view[choice.start : choice.end],
+                view[choice.start : choice.end] if choice.segments is None else text_of(choice),
                 b'","index":%d,"logprobs":null,"finish_reason":"' % choice.index,
                 choice.finish_reason.encode(),
                 b'"}',
@@ -148,11 +209,15 @@ class Renderer:
 
     # --- streams --------------------------------------------------------------
 
-    def chat_stream(self, plan: Plan, rid: str, created: int) -> ChatStream:
+    def chat_stream(self, plan: Plan, rid: str, created: int, legacy: bool = False) -> ChatStream:
         head = b"".join(
             (self.chunk_head, rid.encode(), self.chunk_object, b"%d" % created, self.chunk_model)
         )
-        return ChatStream(self.corpus, plan, head)
+        stream = ChatStream(self.corpus, plan, head)
+        if legacy or any(c.segments is not None for c in plan.choices):
+            stream.ids = self.ids
+            stream.legacy = legacy
+        return stream
 
     def completion_stream(self, plan: Plan, rid: str, created: int) -> TextStream:
         head = b"".join(
@@ -165,6 +230,19 @@ class Renderer:
             )
         )
         return TextStream(self.corpus, plan, head)
+
+
+def finish_reason(choice: ChoicePlan, legacy: bool = False) -> bytes:
+    """Why a choice ended, as the API says it (the legacy functions API: ``function_call``)."""
+    reason = choice.finish_reason
+    if legacy and reason == TOOL_CALLS:
+        return b"function_call"
+    return reason.encode()
+
+
+def text_of(choice: ChoicePlan) -> bytes:
+    """A segmented choice's text as the completions endpoint sends it: every segment's, in turn."""
+    return b"".join(segment.text() for segment in choice.segments or ())
 
 
 def echoes(plan: Plan) -> list[bytes]:
@@ -195,7 +273,7 @@ class EventStream:
         """Usage field (when asked for) and the closing brace of one event."""
         ending: list[bytes] = []
         if self.continuous:
-            usage = self.usage_json(self.plan.prompt_tokens, self.sent)
+            usage = self.usage_json(self.plan.prompt_tokens, self.sent, self.plan.reasoning_tokens)
             ending += (b',"usage":', usage)
         elif self.include_usage:
             ending.append(_NULL_USAGE)
@@ -234,7 +312,9 @@ class EventStream:
             return [DONE]
         return [
             self._usage_head(),
-            self.usage_json(self.plan.prompt_tokens, self.plan.completion_tokens),
+            self.usage_json(
+                self.plan.prompt_tokens, self.plan.completion_tokens, self.plan.reasoning_tokens
+            ),
             _OBFUSCATIONS[0] if self.obfuscate else b"}\n\n",
             DONE,
         ]
@@ -244,10 +324,28 @@ class EventStream:
         return self.head[: self.head.rindex(b'"choices":')] + b'"choices":[],"usage":'
 
 
+_DELTA_END = b'},"logprobs":null,"finish_reason":null}]'
+
+
 class ChatStream(EventStream):
     """``chat.completion.chunk`` events."""
 
+    #: Set for answers with tool calls: their ids, and the legacy functions API's shape.
+    ids: IdMaker | None = None
+    legacy = False
+
     def opening(self, choice: ChoicePlan) -> Pieces:
+        segments = choice.segments
+        if segments and segments[0].kind == CALL:
+            # The first call's header rides on the role chunk, as OpenAI's does.
+            return [
+                self.head,
+                b'%d,"delta":{"role":"assistant","content":null,' % choice.index,
+                self._call_header(segments[0]),
+                b',"refusal":null',
+                _DELTA_END,
+                *self._end(),
+            ]
         return [
             self.head,
             b'%d,"delta":{"role":"assistant","content":"","refusal":null},'
@@ -256,6 +354,8 @@ class ChatStream(EventStream):
         ]
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
+        if choice.segments is not None:
+            return self._shaped(choice, event)
         bounds = choice.bounds
         self._count(choice, event)
         return [
@@ -266,11 +366,80 @@ class ChatStream(EventStream):
             *self._end(),
         ]
 
+    def _shaped(self, choice: ChoicePlan, event: int) -> Pieces:
+        """One event of a segmented choice: reasoning, text, or a call's arguments."""
+        spans = choice.spans
+        index, start, end = spans[event]
+        segments = choice.segments or []
+        segment = segments[index]
+        self._count(choice, event)
+        head = self.head
+        number = b"%d" % choice.index
+        kind = segment.kind
+        if kind == TEXT:
+            return [
+                head,
+                number,
+                b',"delta":{"content":"',
+                segment.view[start:end],
+                b'"',
+                _DELTA_END,
+                *self._end(),
+            ]
+        if kind == REASONING:
+            return [
+                head,
+                number,
+                b',"delta":{"reasoning_content":"',
+                segment.view[start:end],
+                b'"',
+                _DELTA_END,
+                *self._end(),
+            ]
+        pieces: Pieces = []
+        first = event == 0 or spans[event - 1][0] != index
+        if first and (index or segments[0].kind != CALL):
+            pieces += (
+                head,
+                number,
+                b',"delta":{',
+                self._call_header(segment),
+                _DELTA_END,
+                *self._end(),
+            )
+        if self.legacy:
+            fragment = b'{"function_call":{"arguments":"'
+        else:
+            fragment = b'{"tool_calls":[{"index":%d,"function":{"arguments":"' % segment.call
+        pieces += (
+            head,
+            number,
+            b',"delta":',
+            fragment,
+            segment.view[start:end],
+            b'"}}]' if not self.legacy else b'"}',
+            _DELTA_END,
+            *self._end(),
+        )
+        return pieces
+
+    def _call_header(self, call: Segment) -> bytes:
+        """The first delta of a call: its id, type and name, and no arguments yet."""
+        name = call.name.encode() if call.name else b""
+        if self.legacy:
+            return b'"function_call":{"name":"%s","arguments":""}' % name
+        ids = self.ids
+        tail = ids.tail() if ids is not None else ""
+        return (
+            b'"tool_calls":[{"index":%d,"id":"call_%s","type":"function","function":'
+            b'{"name":"%s","arguments":""}}]' % (call.call, tail.encode(), name)
+        )
+
     def finish(self, choice: ChoicePlan) -> Pieces:
         return [
             self.head,
             b'%d,"delta":{},"logprobs":null,"finish_reason":"%s"}]'
-            % (choice.index, choice.finish_reason.encode()),
+            % (choice.index, finish_reason(choice, self.legacy)),
             *self._end(),
         ]
 
@@ -296,12 +465,17 @@ class TextStream(EventStream):
         ]
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
-        bounds = choice.bounds
         self._count(choice, event)
+        if choice.segments is not None:
+            index, start, end = choice.spans[event]
+            text = choice.segments[index].view[start:end]
+        else:
+            bounds = choice.bounds
+            text = self.view[bounds[event] : bounds[event + 1]]
         return [
             self.head,
             b'{"text":"',
-            self.view[bounds[event] : bounds[event + 1]],
+            text,
             b'","index":%d,"logprobs":null,"finish_reason":null}]' % choice.index,
             *self._end(),
         ]

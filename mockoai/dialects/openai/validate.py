@@ -17,6 +17,7 @@ import json
 
 import ujson
 
+from mockoai.dialects.openai import shapes
 from mockoai.ops.config import CHAT, COMPLETIONS
 from mockoai.ops.config import InputLimits as InputLimits
 from mockoai.pipeline import errors
@@ -344,8 +345,10 @@ def chat(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> Gener
         raise errors.array_too_long("messages", limits.max_messages, len(messages))
     max_string = limits.max_string_length
     chars = 0
+    turns = False
     for i, message in enumerate(messages):
         chars += _message(i, message, max_string)
+        turns = turns or message.get("role") == "tool" or "tool_calls" in message
     if limits.max_prompt_chars and chars > limits.max_prompt_chars:
         raise _prompt_too_long("messages", chars, limits.max_prompt_chars)
     logprobs = _optional_bool(body, "logprobs")
@@ -362,7 +365,30 @@ def chat(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -> Gener
     prompt_tokens = tokens.count_messages(messages)
     if tools:
         prompt_tokens += tokens.count_value(tools)
-    return _common(body, CHAT, prompt_tokens, limits.max_n)
+    functions = body.get("functions")
+    if functions:
+        prompt_tokens += tokens.count_value(functions)
+    request = _common(body, CHAT, prompt_tokens, limits.max_n)
+    if turns or not _SHAPES.isdisjoint(body):
+        shapes.shape(body, request, messages)
+    if logprobs:
+        request.logprobs = top or 0
+    return request
+
+
+#: The fields that make an answer more than text (L{shapes}).
+_SHAPES = frozenset(
+    (
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "response_format",
+        "guided_json",
+        "guided_choice",
+        "reasoning_effort",
+    )
+)
 
 
 def _prompts(value: object) -> list[str | list[int]]:
@@ -398,7 +424,7 @@ def completions(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -
         raise _prompt_too_long("prompt", chars, limits.max_prompt_chars)
     prompt_tokens = sum(tokens.count_prompt(p) for p in prompts)
     _optional_string(body, "suffix")
-    _optional_int(body, "logprobs", 0, 5)
+    logprobs = _optional_int(body, "logprobs", 0, 5)
     max_n = limits.max_n
     request = _common(body, COMPLETIONS, prompt_tokens, max_n)
     best_of = _optional_int(body, "best_of", 1, 20)
@@ -407,6 +433,7 @@ def completions(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -
             "best_of", "best_of must be greater than or equal to n.", code="invalid_value"
         )
     request.prompts = len(prompts)
+    request.logprobs = logprobs
     if request.n * request.prompts > max_n:
         raise errors.above_max("n", max_n // request.prompts, request.n)
     if _optional_bool(body, "echo"):
