@@ -45,3 +45,11 @@ class APIError(Exception):
 
     def __repr__(self) -> str:
         return f"APIError({self.status}, {self.message!r}, code={self.code!r})"
+
+
+class OverloadedError(APIError):
+    """
+    A refusal for want of capacity (an engine whose queue is full), in
+    OpenAI's words; a dialect whose API has its own answer for it (Anthropic's
+    529 ``overloaded_error``) tells it apart by its class.
+    """

@@ -18,6 +18,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from mockoai.dialects.anthropic.dialect import Anthropic, MessagesDialect
 from mockoai.dialects.openai.dialect import OpenAI, OpenAIDialect
 from mockoai.dialects.openai.embeddings import Embeddings
 from mockoai.dialects.openrouter.api import OpenRouter
@@ -49,7 +50,13 @@ class MockOAI:
     app = Klein()
 
     def __init__(
-        self, core: Core, stats: Stats, gate: Gate, openai: OpenAI, openrouter: OpenRouter
+        self,
+        core: Core,
+        stats: Stats,
+        gate: Gate,
+        openai: OpenAI,
+        openrouter: OpenRouter,
+        anthropic: Anthropic,
     ) -> None:
         self.core = core
         self.draining = False
@@ -74,6 +81,15 @@ class MockOAI:
         self.openai_completions = pipeline(OpenAIDialect(openai, COMPLETIONS))
         self.openrouter_chat = pipeline(RouterDialect(openrouter, CHAT))
         self.openrouter_completions = pipeline(RouterDialect(openrouter, COMPLETIONS))
+        self.anthropic = anthropic
+        #: The same keys and buckets, reported in Anthropic's headers.
+        self.anthropic_messages = Pipeline(
+            MessagesDialect(anthropic),
+            core,
+            gate.speaking(anthropic.rate_headers),
+            stats,
+            self.streams,
+        )
         #: Not a generation: the same gate and engines, no pipeline of its own.
         self.embeddings = Embeddings(openai, gate, stats)
 
@@ -93,13 +109,28 @@ class MockOAI:
 
     @app.route("/v1/models", methods=["GET"])
     def list_models(self, request: Request) -> bytes:
+        # The one path both APIs list their models at: Anthropic's SDKs say which they are.
+        if request.getHeader(b"anthropic-version") is not None:
+            return self.anthropic.models(request)
         request.setHeader(b"Content-Type", JSON)
         return self.openai.models_body
 
     @app.route("/v1/models/<path:model_id>", methods=["GET"])
     def get_model(self, request: Request, model_id: str) -> bytes:
+        if request.getHeader(b"anthropic-version") is not None:
+            return self.anthropic.card(request, model_id)
         request.setHeader(b"Content-Type", JSON)
         return self.openai.card(model_id)
+
+    # Anthropic: the Messages API.
+
+    @app.route("/v1/messages", methods=["POST"])
+    def messages(self, request: Request) -> Result:
+        return self.anthropic_messages.generate(request)
+
+    @app.route("/v1/messages/count_tokens", methods=["POST"])
+    def count_tokens(self, request: Request) -> bytes:
+        return self.anthropic.count_tokens(request)
 
     # OpenRouter: the same simulation under OpenRouter's API.
 

@@ -31,6 +31,11 @@ openai = _cpython_only("openai")
 stats = _cpython_only("scipy.stats")
 
 needs_openai = skipIf(openai is None, "openai is CPython-only here: jiter has no PyPy wheel")
+#: Anthropic's official SDK: jiter too.
+anthropic = _cpython_only("anthropic")
+needs_anthropic = skipIf(
+    anthropic is None, "anthropic is CPython-only here: jiter has no PyPy wheel"
+)
 needs_scipy = skipIf(stats is None, "scipy is CPython-only here: no PyPy wheel")
 
 #: The lean HTTP/1.1 stack's parser (llhttp, in C); PyPy serves with twisted.web.

@@ -18,8 +18,10 @@ from mockoai.ops.config import (
     CHAT,
     COMPLETIONS,
     DEFAULT_MODELS,
+    ENDPOINT_KINDS,
     FIELDS,
     KNOWN_KINDS,
+    MESSAGES,
     ConfigError,
     ModelSpec,
     Settings,
@@ -102,6 +104,30 @@ class DefaultsTests(SynchronousTestCase):
         self.assertTrue(Settings.from_values(strict_endpoints=True).serves(chat, CHAT))
         self.assertFalse(Settings.from_values(strict_endpoints=True).serves(instruct, CHAT))
         self.assertIsNone(Settings().model("no-such-model"))
+
+    def test_families(self) -> None:
+        """OpenAI's models are not served on Anthropic's API; Claude's and the rest are."""
+        claude = Settings().model("claude-sonnet-4-6")
+        chat = Settings().model("gpt-4o")
+        assert claude is not None and chat is not None
+        self.assertFalse(Settings().serves(chat, MESSAGES))
+        self.assertTrue(Settings().serves(claude, MESSAGES))
+        self.assertTrue(Settings().serves(claude, CHAT))
+        self.assertEqual(Settings().profile(claude).max_output_tokens, 64_000)
+        self.assertEqual(claude.context_length, 1_000_000)
+        strict = Settings.from_values(strict_endpoints=True)
+        self.assertFalse(strict.serves(claude, COMPLETIONS))
+        named = load_settings(
+            {"models": ["gpt-4.1", "o3", "claude-x", "llama", "claude-haiku-4-5"]}, {}
+        )
+        kinds = {m.id: m.endpoints for m in named.served.models}
+        self.assertEqual(kinds["gpt-4.1"], kinds["o3"])
+        self.assertNotIn(MESSAGES, kinds["o3"])
+        self.assertEqual((kinds["claude-x"], kinds["llama"]), (ENDPOINT_KINDS, ENDPOINT_KINDS))
+        self.assertEqual(named.served.models[-1], Settings().model("claude-haiku-4-5"))
+        self.assertEqual(config.family("openai/gpt-4o"), config.OPENAI)
+        self.assertEqual(config.family("anthropic/claude-3.5-sonnet"), config.ANTHROPIC)
+        self.assertIsNone(config.family("olmo-2"))
 
     def test_non_prefixed_environment_is_ignored(self) -> None:
         s = load_settings({}, {"PATH": "/bin", "HOME": "/root", "MOCKOAIX": "1"})
@@ -591,7 +617,7 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
                 ModelSpec("meta-llama/Llama-3.1-8B-Instruct", "meta-llama"),
             ),
         )
-        self.assertEqual(s.served.models[0].endpoints, frozenset({CHAT, COMPLETIONS}))
+        self.assertEqual(s.served.models[0].endpoints, ENDPOINT_KINDS)
         s = self.env("models", "a, openai/gpt-4o")
         self.assertEqual([m.id for m in s.served.models], ["a", "openai/gpt-4o"])
         self.assertEqual(s.served.models[1].owned_by, "openai")
@@ -616,7 +642,7 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             (
                 ModelSpec("chatty", "mockoai", 1700000000, frozenset({CHAT})),
                 ModelSpec("acme/base", "someone", 1234, frozenset({COMPLETIONS})),
-                ModelSpec("both", "mockoai", 1700000000, frozenset({CHAT, COMPLETIONS})),
+                ModelSpec("both", "mockoai", 1700000000, ENDPOINT_KINDS),
             ),
         )
 

@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from mockoai.ops.config import EMBEDDINGS, ENDPOINT_KINDS, ModelSpec, Settings, load_settings
+from mockoai.ops.config import (
+    EMBEDDINGS,
+    FAMILY_KINDS,
+    OPENAI,
+    ModelSpec,
+    Settings,
+    load_settings,
+)
 from mockoai.sim import embeddings
 from mockoai.sim.embeddings import Embedder, floats, input_bytes, little_endian
 from mockoai.sim.latency import constant
@@ -289,7 +296,7 @@ class EndpointTests(SynchronousTestCase):
         )
         small, chat = settings.served.models
         self.assertEqual(small.endpoints, frozenset({EMBEDDINGS}))
-        self.assertEqual(chat.endpoints, ENDPOINT_KINDS)
+        self.assertEqual(chat.endpoints, FAMILY_KINDS[OPENAI])
         from mockoai.ops.config import _model
 
         table = _model({"id": "bge", "endpoints": ["embeddings"], "dimensions": 1024})

@@ -38,7 +38,9 @@ ENV_PREFIX = "MOCKOAI_"
 
 CHAT = "chat"
 COMPLETIONS = "completions"
-ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS})
+#: Anthropic's ``/v1/messages``.
+MESSAGES = "messages"
+ENDPOINT_KINDS = frozenset({CHAT, COMPLETIONS, MESSAGES})
 #: ``/v1/embeddings``: only models that say so answer it (an embedding model
 #: answers nothing else), so it is not among the default ENDPOINT_KINDS.
 EMBEDDINGS = "embeddings"
@@ -738,16 +740,72 @@ def _priced(spec: ModelSpec) -> ModelSpec:
 DEFAULT_MODELS = tuple(_priced(m) for m in DEFAULT_MODELS)
 _EMBEDDING_MODELS = {spec.id: spec for spec in DEFAULT_MODELS if spec.id in _EMBEDDING_MODELS}
 
+# --- families: which APIs a model answers on ---
+
+#: How OpenAI's model ids begin (besides o1, o3, o4...).
+_OPENAI_PREFIXES = ("gpt-", "chatgpt-", "text-", "davinci", "babbage", "dall-e", "whisper", "tts-")
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+#: The endpoints each family's models answer on by default: OpenAI's own
+#: models are not served on Anthropic's API; Claude models are served on
+#: every one (Anthropic serves OpenAI's chat format too).  A model of no
+#: known family answers on all of them, as vLLM serves every API it has.
+FAMILY_KINDS = {OPENAI: ENDPOINT_KINDS - {MESSAGES}, ANTHROPIC: ENDPOINT_KINDS}
+#: What Anthropic itself serves a Claude model on (``--strict-endpoints``).
+_ANTHROPIC_NATIVE = frozenset({MESSAGES, CHAT})
+
+
+def family(model_id: str) -> str | None:
+    """``anthropic`` (``claude-*``), ``openai`` (``gpt-*``, ``o3``...) or None, by its id."""
+    name = model_id.rsplit("/", 1)[-1].lower()
+    if name.startswith("claude"):
+        return ANTHROPIC
+    if name.startswith(_OPENAI_PREFIXES) or (name[:1] == "o" and name[1:2].isdigit()):
+        return OPENAI
+    return None
+
+
+def _in_family(spec: ModelSpec) -> ModelSpec:
+    """``spec`` answering on its family's endpoints, unless it names its own."""
+    kinds = FAMILY_KINDS.get(family(spec.id) or "")
+    if kinds is None or spec.endpoints != ENDPOINT_KINDS:
+        return spec
+    return attrs.evolve(spec, endpoints=kinds)
+
+
+def _claude(model: str, created: int, max_output: int, context: int) -> ModelSpec:
+    return ModelSpec(
+        model,
+        ANTHROPIC,
+        created,
+        native=_ANTHROPIC_NATIVE,
+        overrides=(("max_output_tokens", max_output),),
+        context_length=context,
+    )
+
+
+#: Anthropic's current models (the API's ids and aliases, their output limits
+#: and context windows), served beside OpenAI's by default.
+_CLAUDE_MODELS = {
+    spec.id: spec
+    for spec in (
+        _claude("claude-opus-4-6", 1770249600, 128_000, 1_000_000),
+        _claude("claude-sonnet-4-6", 1771286400, 64_000, 1_000_000),
+        _claude("claude-haiku-4-5", 1760486400, 64_000, 200_000),
+    )
+}
+DEFAULT_MODELS = (*map(_in_family, DEFAULT_MODELS), *_CLAUDE_MODELS.values())
+
 
 def _model(value: object) -> ModelSpec:
     if isinstance(value, str):
         if not value or len(value) > 256 or any(c.isspace() for c in value):
             raise ValueError(f"invalid model id {value!r}")
-        embedding = _EMBEDDING_MODELS.get(value)
-        if embedding is not None:
-            return embedding
+        spec = _EMBEDDING_MODELS.get(value) or _CLAUDE_MODELS.get(value)
+        if spec is not None:
+            return spec
         owner = value.split("/", 1)[0] if "/" in value else "mockoai"
-        return ModelSpec(value, owned_by=owner)
+        return _in_family(ModelSpec(value, owned_by=owner))
     if isinstance(value, Mapping):
         known = {"id", "owned_by", "created", "endpoints", *PER_MODEL, *_ROUTER_MODEL_KEYS}
         unknown = set(value) - known

@@ -33,6 +33,8 @@ _EXACT = (
     "/v1/completions",
     "/v1/embeddings",
     "/v1/models",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/api/v1/chat/completions",
     "/api/v1/completions",
     "/api/v1/models",

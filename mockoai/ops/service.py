@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
 from mockoai import __version__
+from mockoai.dialects.anthropic import errors as anthropic_errors
+from mockoai.dialects.anthropic.dialect import Anthropic
 from mockoai.dialects.openai.dialect import OpenAI
 from mockoai.dialects.openrouter import errors as openrouter_errors
 from mockoai.dialects.openrouter.api import OpenRouter
@@ -226,12 +228,20 @@ def build(
     assert reactor is not None
     core = Core(settings, reactor)
     ids = IdMaker()
-    # The APIs: OpenAI's at /v1, OpenRouter's at /api/v1 (its own 401s and envelope).
+    # The APIs: OpenAI's at /v1, OpenRouter's at /api/v1, Anthropic's at /v1/messages
+    # (those two with their own 401s and envelopes).
     openrouter = OpenRouter(core, ids, settings)
+    anthropic = Anthropic(core, ids, settings)
     gate = Gate.from_settings(
-        settings, core.planner, reactor, [(openrouter_errors.PREFIX, KEY_REFUSALS)]
+        settings,
+        core.planner,
+        reactor,
+        [
+            (openrouter_errors.PREFIX, KEY_REFUSALS),
+            (anthropic_errors.PREFIX, anthropic_errors.KEY_REFUSALS),
+        ],
     )
-    api = MockOAI(core, Stats(), gate, OpenAI(core, ids, settings), openrouter)
+    api = MockOAI(core, Stats(), gate, OpenAI(core, ids, settings), openrouter, anthropic)
     site = MockSite(
         api.app.resource(),  # type: ignore[arg-type]
         Router(api.app),
@@ -250,10 +260,22 @@ def build(
     site.keepalive_time = settings.server.keepalive_time
     # The error envelope of each API, for the wire's refusals and Klein's handler.
     site.envelopes = api.envelopes = Envelopes(
-        prefixes=[(openrouter_errors.PREFIX, openrouter_errors.body)]
+        prefixes=[
+            (openrouter_errors.PREFIX, openrouter_errors.body),
+            (anthropic_errors.PREFIX, anthropic_errors.envelope),
+        ]
     )
     top = MockoaiService(settings, core, api, site, reactor)
     _observe(top, worker, run_dir)
+    siblings = api.metrics.siblings
+    if siblings is not None and worker is not None:
+        # A stored response lives in the worker that made it; the others ask it.
+        siblings.answers["responses"] = api.responses.store.answer
+
+        def ask(index: int, question: str, subject: str) -> Deferred[Any]:
+            return siblings.ask(index, "responses", question, subject)
+
+        api.responses.join(worker, ask)
     for description in map(with_backlog, settings.server.listen):
         if reuseport:
             ReusePortService(description, site, reactor).setServiceParent(top)

@@ -357,8 +357,8 @@ class ModelStats:
         self.failed(status)
 
     def refused(self, status: int) -> None:
-        """A request answered with an error before any work: 429/503 are admission."""
-        if status in (429, 503):
+        """A request answered with an error before any work: 429/503/529 are admission."""
+        if status in (429, 503, 529):
             self.reject(status)
         else:
             self.failed(status)

@@ -9,9 +9,11 @@ When on, L{Authenticator.check} runs once per request, before routing
 (for a request with a body, from its head, before a byte of the body is
 read: L{mockoai.wire.site.MockSite.screen}): a key comes from
 ``Authorization: Bearer <key>`` or, as Azure OpenAI sends
-it, ``api-key: <key>``; a missing or unknown key is answered with OpenAI's
-401, or with the 401 of the API whose path it is (L{KeyRefusals}, which the
-service takes from the dialects: OpenRouter's under ``/api/v1/``).  A
+it, ``api-key: <key>`` (Anthropic's clients: ``x-api-key: <key>``); a
+missing or unknown key is answered with OpenAI's 401, or with the 401 of
+the API whose path it is (L{KeyRefusals}, which the service takes from the
+dialects: OpenRouter's under ``/api/v1/``, Anthropic's under
+``/v1/messages``).  A
 request that passes carries its
 key's label as ``request.key_label`` for the request log, and its key's
 own rate limits feed L{mockoai.pipeline.limits.RateLimits}.
@@ -77,7 +79,8 @@ OPENAI_REFUSALS = KeyRefusals(
 def presented_key(request: Any) -> bytes | None:
     """
     The key a request presents: ``Authorization: Bearer <key>`` first, then
-    Azure's ``api-key`` header; ``None`` when neither carries one.
+    Azure's ``api-key`` header, then Anthropic's ``x-api-key``; ``None`` when
+    none carries one.
     """
     header = request.getHeader(b"authorization")
     if header is not None:
@@ -86,11 +89,12 @@ def presented_key(request: Any) -> bytes | None:
             token = header[7:].strip()
             if token:
                 return token  # type: ignore[no-any-return]
-    azure = request.getHeader(b"api-key")
-    if azure is not None:
-        azure = azure.strip()
-        if azure:
-            return azure  # type: ignore[no-any-return]
+    for name in (b"api-key", b"x-api-key"):
+        other = request.getHeader(name)
+        if other is not None:
+            other = other.strip()
+            if other:
+                return other  # type: ignore[no-any-return]
     return None
 
 

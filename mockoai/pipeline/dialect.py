@@ -19,6 +19,7 @@ L{mockoai.ops.service}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from twisted.python.failure import Failure
@@ -48,6 +49,10 @@ class Dialect:
     faults: Faults | None = None
     #: The status of a plain answer cut by a fault; None: the error's own.
     cut_status: int | None = None
+    #: How the API answers an error raised on the request's way through the
+    #: pipeline (a rate limit, a full engine queue) when it words or numbers
+    #: it otherwise (Anthropic's 529); None: as raised, at no cost.
+    refusal: Callable[[APIError, Request], APIError] | None = None
 
     def parse(self, request: Request) -> Answer:
         """The request's body, validated, as its L{Answer} (or the API's 4xx)."""

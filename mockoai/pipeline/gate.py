@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Request
     from mockoai.ops.config import Settings
     from mockoai.pipeline.auth import Authenticator, KeyRefusals
+    from mockoai.pipeline.limits import HeaderRenderer
     from mockoai.sim.core import ServedModel
     from mockoai.sim.request import GenerationRequest
     from mockoai.sim.sampling import Planner
@@ -28,11 +29,25 @@ class Gate:
     """The keys (None: any key or none passes) and the rate limits, built once."""
 
     def __init__(
-        self, planner: Planner, limits: RateLimits, auth: Authenticator | None = None
+        self,
+        planner: Planner,
+        limits: RateLimits,
+        auth: Authenticator | None = None,
+        headers: HeaderRenderer | None = None,
     ) -> None:
         self.planner = planner
         self.limits = limits
         self.auth = auth
+        #: The rate-limit headers' names and forms (None: OpenAI's ``x-ratelimit-*``).
+        self.headers = headers
+
+    def speaking(self, headers: HeaderRenderer) -> Gate:
+        """
+        The same keys and buckets, reporting them in another API's headers
+        (Anthropic's ``anthropic-ratelimit-*``): its requests spend from the
+        same allowance as everyone else's.
+        """
+        return Gate(self.planner, self.limits, self.auth, headers)
 
     @classmethod
     def from_settings(
@@ -67,10 +82,10 @@ class Gate:
         if limits.enabled:
             cap = self.planner.limit(wanted, served.profile.max_output_tokens)
             tokens = wanted.prompt_tokens + cap * wanted.n * wanted.prompts
-            limits.enforce(request, tokens, served.spec.id)
+            limits.enforce(request, tokens, served.spec.id, self.headers)
 
     def charge_prompt(self, request: Request, tokens: int, served: ServedModel) -> None:
         """Spend an answer that generates nothing (embeddings): its prompt tokens alone."""
         limits = self.limits
         if limits.enabled:
-            limits.enforce(request, tokens, served.spec.id)
+            limits.enforce(request, tokens, served.spec.id, self.headers)

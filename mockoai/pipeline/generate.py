@@ -81,9 +81,14 @@ class Pipeline:
             if wanted.stream:
                 return self._stream(request, answer, served, plan, stats, cut)
             return self._reply(request, answer, served, plan, stats, cut)
-        except APIError as e:
-            stats.refused(e.status)
-            raise
+        except APIError as error:
+            refusal = dialect.refusal
+            if refusal is None:
+                stats.refused(error.status)
+                raise
+            error = refusal(error, request)
+            stats.refused(error.status)
+            raise error from None
 
     def _stream(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -243,6 +244,10 @@ def headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     return out
 
 
+#: What makes an API's rate-limit headers of a decision (OpenAI's: L{headers}).
+HeaderRenderer = Callable[[Decision], "list[tuple[bytes, bytes]]"]
+
+
 def retry_headers(wait: float) -> list[tuple[bytes, bytes]]:
     """``Retry-After`` (whole seconds, up) and ``retry-after-ms`` for ``wait``."""
     ms = ceil_ms(wait)
@@ -252,13 +257,15 @@ def retry_headers(wait: float) -> list[tuple[bytes, bytes]]:
 def request_key(request: Any) -> str:
     """
     The API key a request's buckets are kept under: its ``Authorization``
-    (see L{key_from_authorization}), else Azure's ``api-key`` header.
+    (see L{key_from_authorization}), else Azure's ``api-key`` header, else
+    Anthropic's ``x-api-key``.
     """
     key = key_from_authorization(request.getHeader(b"authorization"))
     if key == ANONYMOUS:
-        azure = request.getHeader(b"api-key")
-        if azure:
-            key = azure.decode("latin-1").strip()[:KEY_CHARS] or ANONYMOUS
+        # Azure's header, then Anthropic's.
+        other = request.getHeader(b"api-key") or request.getHeader(b"x-api-key")
+        if other:
+            key = other.decode("latin-1").strip()[:KEY_CHARS] or ANONYMOUS
     return key
 
 
@@ -283,6 +290,30 @@ class _Refusal:
     wait: float
     kind: str  # "requests" or "tokens"
     message: str
+    limit: int = 0
+    ip: str | None = None  # the client IP, for the per-IP limit
+
+
+class RateLimited(errors.APIError):
+    """
+    OpenAI's 429, with what another API needs to word it its own way: the
+    bucket that refused (``type``: requests or tokens), its ``limit`` per
+    minute, and the client ``ip`` when it was the per-IP limit.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        kind: str,
+        limit: int,
+        ip: str | None,
+        organization: str,
+        headers: tuple[tuple[bytes, bytes], ...],
+    ) -> None:
+        super().__init__(429, message, type=kind, code=RATE_LIMIT_EXCEEDED, headers=headers)
+        self.limit = limit
+        self.ip = ip
+        self.organization = organization
 
 
 class RateLimits:
@@ -327,10 +358,13 @@ class RateLimits:
         own = self.per_key.get(key) if self.per_key else None
         return own if own is not None else (self.requests, self.tokens)
 
-    def enforce(self, request: Any, tokens: int, model: str) -> None:
+    def enforce(
+        self, request: Any, tokens: int, model: str, render: HeaderRenderer | None = None
+    ) -> None:
         """
         Spend ``request``'s allowance (``tokens`` estimated), setting the
-        ``x-ratelimit-*`` headers either way; raise the 429 of a refusal.
+        ``x-ratelimit-*`` headers (or those ``render`` makes of the decision,
+        in another API's names) either way; raise the 429 of a refusal.
         """
         decision = self.check(
             request_key(request),
@@ -338,7 +372,7 @@ class RateLimits:
             tokens,
             model=model,
         )
-        for name, value in headers(decision):
+        for name, value in (headers if render is None else render)(decision):
             request.setHeader(name, value)
         if decision.error is not None:
             raise decision.error
@@ -371,11 +405,12 @@ class RateLimits:
                 f"Requested {tokens}. The input or output tokens must be reduced in order to "
                 f"run successfully. {_LEARN_MORE}"
             )
-            return self._refuse(key, requests, token_bucket, _Refusal(math.inf, "tokens", message))
-        for bucket, kind, amount, scope, unit in (
-            (requests, "requests", 1, where, "requests per min (RPM)"),
-            (token_bucket, "tokens", tokens, where, "tokens per min (TPM)"),
-            (by_ip, "requests", 1, f"for IP {ip}", "requests per min (RPM)"),
+            refusal = _Refusal(math.inf, "tokens", message, limit)
+            return self._refuse(key, requests, token_bucket, refusal)
+        for bucket, kind, amount, scope, unit, who in (
+            (requests, "requests", 1, where, "requests per min (RPM)", None),
+            (token_bucket, "tokens", tokens, where, "tokens per min (TPM)", None),
+            (by_ip, "requests", 1, f"for IP {ip}", "requests per min (RPM)", ip),
         ):
             if bucket is None:
                 continue
@@ -388,7 +423,7 @@ class RateLimits:
                     f"Rate limit reached {scope} on {unit}: Limit {limit}, Used {used}, "
                     f"Requested {amount}. Please try again in {duration(wait)}. {_LEARN_MORE}"
                 )
-                refusals.append(_Refusal(wait, kind, message))
+                refusals.append(_Refusal(wait, kind, message, limit, who))
         if refusals:
             # The slowest bucket decides: max() keeps the first of equal waits.
             return self._refuse(key, requests, token_bucket, max(refusals, key=lambda r: r.wait))
@@ -417,12 +452,13 @@ class RateLimits:
         extra = headers(decision)
         if math.isfinite(refusal.wait):
             extra += retry_headers(refusal.wait)
-        error = errors.APIError(
-            429,
+        error = RateLimited(
             refusal.message,
-            type=refusal.kind,
-            code=RATE_LIMIT_EXCEEDED,
-            headers=tuple(extra),
+            refusal.kind,
+            refusal.limit,
+            refusal.ip,
+            self.organization,
+            tuple(extra),
         )
         return attrs.evolve(decision, retry_after=refusal.wait, error=error)
 

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from mockoai.ops.config import ENDPOINT_KINDS, ModelProfile, ModelSpec, Settings
+from mockoai.ops.config import (
+    ENDPOINT_KINDS,
+    FAMILY_KINDS,
+    ModelProfile,
+    ModelSpec,
+    Settings,
+    family,
+)
 from mockoai.sim import corpus as corpus_module
 from mockoai.sim.corpus import Corpus
 from mockoai.sim.engine import Engine
@@ -91,7 +98,9 @@ class Core:
                 if not _is_text(name):
                     return None  # no model is called that: a 404, as for any unknown name
                 owner = name.split("/", 1)[0] if "/" in name else "mockoai"
-                spec = ModelSpec(name, owner, int(time.time()), ENDPOINT_KINDS)
+                # Its family decides which APIs it answers on (gpt-*: not Anthropic's).
+                kinds = FAMILY_KINDS.get(family(name) or "", ENDPOINT_KINDS)
+                spec = ModelSpec(name, owner, int(time.time()), kinds)
                 served = self._adhoc_model(spec)
                 if len(self._adhoc) < _ADHOC_CACHE:
                     self._adhoc[name] = served

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mockoai.apierror import SERVER_ERROR, APIError
+from mockoai.apierror import SERVER_ERROR, APIError, OverloadedError
 from mockoai.ops.config import EngineConfig
 from mockoai.sim.latency import LatencyModel
 from mockoai.sim.pacing import Pacer, Waiter
@@ -201,7 +201,7 @@ class Engine:
         config = self.config
         retry = self._retry_after()
         if config.reject_status == 429:
-            return APIError(
+            return OverloadedError(
                 429,
                 f"The server is overloaded with requests for {self.model}: "
                 f"{self.used} running and {len(self.waiting)} waiting. "
@@ -210,7 +210,7 @@ class Engine:
                 code="rate_limit_exceeded",
                 headers=((b"Retry-After", b"%d" % retry),),
             )
-        return APIError(
+        return OverloadedError(
             config.reject_status,
             f"The engine serving {self.model} is overloaded. Please retry after {retry}s.",
             type=SERVER_ERROR,
