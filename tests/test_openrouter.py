@@ -536,34 +536,48 @@ class ExtrasTests(RouterTestCase):
         self.assertEqual(self.answer({**body, "models": [GPT]})["model"], GPT)
 
     def test_reasoning_tokens_are_billed_and_delay_the_answer(self) -> None:
-        self.use(itl=0.01)
-        plain = self.post("chat/completions", chat(max_tokens=5, ignore_eos=True, stream=True))
+        # Planned as any token: a budget of at most 50, drawn around it.
+        self.use(itl=0.01, tokens_mean=5.0, tokens_stddev=0.0)
+        plain = self.post("chat/completions", chat(stream=True, seed=1))
         thinking = self.post(
             "chat/completions",
-            chat(max_tokens=5, ignore_eos=True, stream=True, reasoning={"max_tokens": 50}),
+            chat(stream=True, seed=1, reasoning={"max_tokens": 50, "exclude": True}),
         )
         usage = sse_json(thinking.body)[-1]["usage"]
-        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 50)
-        self.assertEqual(usage["completion_tokens"], 5 + 50)
+        reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+        self.assertGreater(reasoning, 20)
+        self.assertLessEqual(reasoning, 50)
+        self.assertEqual(usage["completion_tokens"], 5 + reasoning)
         self.check_cost(usage, GPT, "OpenAI")
         plain_record = self.record(plain.header("X-Generation-Id") or "")
         record = self.record(thinking.header("X-Generation-Id") or "")
-        self.assertEqual(record["native_tokens_reasoning"], 50)
-        # 50 hidden tokens at 10 ms each before the first visible one.
-        self.assertEqual(record["latency"] - plain_record["latency"], 500)
+        self.assertEqual(record["native_tokens_reasoning"], reasoning)
+        self.assertEqual(record["tokens_completion"], 5 + reasoning)
+        # The hidden tokens, at 10 ms each, come before the first visible one.
+        self.assertEqual(record["latency"] - plain_record["latency"], 10 * reasoning)
+        # So they do before a plain answer's.
+        body = self.answer(chat(seed=1, reasoning={"max_tokens": 50, "exclude": True}))
+        reasoning = body["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        self.assertEqual(
+            self.record(body["id"])["latency"] - plain_record["latency"], 10 * reasoning
+        )
 
     def test_reasoning_effort(self) -> None:
+        # With max_tokens, an effort thinks for at most its share of them.
         self.use(tokens_mean=100.0)
-        for extra, expected in (
+        for extra, most in (
             ({"reasoning": {"effort": "high"}}, 80),
             ({"reasoning": {"effort": "low"}}, 20),
-            ({"reasoning": {"enabled": True}}, 50),
+            ({"reasoning": {"enabled": True}}, 100),
             ({"reasoning": {"effort": "high", "enabled": False}}, 0),
-            ({"include_reasoning": True}, 50),
+            ({"include_reasoning": True}, 100),
             ({}, 0),
         ):
-            usage = self.answer(chat(**extra))["usage"]
-            self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], expected)
+            usage = self.answer(chat(max_tokens=100, **extra))["usage"]
+            reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+            self.assertLessEqual(reasoning, most, extra)
+            self.assertEqual(reasoning > 0, most > 0, extra)
+            self.assertLessEqual(usage["completion_tokens"], 100)
 
     def test_reasoning_is_bounded_by_the_output_limit(self) -> None:
         # Reasoning tokens are output tokens: a budget over the model's output
@@ -580,22 +594,27 @@ class ExtrasTests(RouterTestCase):
                     "completion tokens, reasoning included, whereas you provided 1000000000.",
                 )
         self.error(self.post("chat/completions", chat(reasoning={"max_tokens": 101})), 400)
-        # At the limit it is answered (the answer's own tokens are bounded apart).
+        # At the limit it is answered, reasoning and answer within it; a
+        # max_tokens bounds both, as OpenAI's max_completion_tokens does.
+        usage = self.answer(chat(reasoning={"max_tokens": 100}))["usage"]
+        self.assertGreater(usage["completion_tokens_details"]["reasoning_tokens"], 0)
+        self.assertLessEqual(usage["completion_tokens"], 100)
         usage = self.answer(chat(max_tokens=3, ignore_eos=True, reasoning={"max_tokens": 100}))[
             "usage"
         ]
-        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 100)
-        self.assertEqual(usage["completion_tokens"], 103)
+        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 3)
+        self.assertEqual(usage["completion_tokens"], 3)
         # So are max_tokens and min_tokens, in OpenRouter's envelope.
         self.error(self.post("chat/completions", chat(max_tokens=101)), 400)
         error = self.error(self.post("chat/completions", chat(min_tokens=10**9)), 400)
         self.assertIn("min_tokens must be less than or equal to max_tokens=100", error["message"])
 
     def test_reasoning_effort_is_bounded_by_the_output_limit(self) -> None:
-        # An effort is a share of the answer length, which may be set above the limit.
+        # An effort's mean (2048 for high) may be above the limit.
         self.use(max_output_tokens=100, tokens_mean=1000.0)
         usage = self.answer(chat(reasoning={"effort": "high"}))["usage"]
-        self.assertEqual(usage["completion_tokens_details"]["reasoning_tokens"], 100)
+        self.assertGreater(usage["completion_tokens_details"]["reasoning_tokens"], 0)
+        self.assertLessEqual(usage["completion_tokens"], 100)
 
     def test_referer_and_title_are_recorded(self) -> None:
         headers = {**AUTH, "HTTP-Referer": "https://app.example", "X-Title": "Example App"}
@@ -989,6 +1008,8 @@ class CatalogTests(RouterTestCase):
         self.assertIsNone(card["per_request_limits"])
         self.assertIn("max_tokens", card["supported_parameters"])
         self.assertIn("reasoning", card["supported_parameters"])
+        self.assertIn("tools", card["supported_parameters"])
+        self.assertIn("response_format", card["supported_parameters"])
         self.assertEqual(cards[SMALL]["context_length"], 64)
 
     def test_pricing_is_decimal_strings_per_token(self) -> None:
@@ -1230,11 +1251,12 @@ class EndToEndTests(SynchronousTestCase):
         answer = self.client.chat.completions.create(
             model=GPT,
             messages=MESSAGES,  # type: ignore[arg-type]
-            max_tokens=2,
             extra_body={"reasoning": {"max_tokens": 4096}},
         )
         assert answer.usage is not None
-        self.assertEqual(answer.usage.completion_tokens_details.reasoning_tokens, 4096)  # type: ignore[union-attr]
+        reasoning = answer.usage.completion_tokens_details.reasoning_tokens  # type: ignore[union-attr]
+        self.assertEqual(reasoning, tokens.count_text(answer.choices[0].message.reasoning))  # type: ignore[attr-defined]
+        self.assertLessEqual(answer.usage.completion_tokens, 4096)
 
     def test_completions(self) -> None:
         answer = self.client.completions.create(model=GPT, prompt="Lorem ipsum", max_tokens=6)

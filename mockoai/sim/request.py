@@ -58,10 +58,12 @@ class GenerationRequest:
     guided_choice: tuple[str, ...] = ()
     #: Reasoning: the effort asked for (None: the model's default; "none":
     #: none), a cap in tokens, and whether its text is sent (else it is
-    #: only counted and timed, as OpenAI's reasoning models do).
+    #: only counted and timed, as OpenAI's reasoning models do; None: as the
+    #: model's profile says, False: hidden even for a model that shows it,
+    #: as OpenRouter's ``reasoning.exclude`` asks).
     reasoning_effort: str | None = None
     reasoning_budget: int | None = None
-    reasoning_visible: bool = False
+    reasoning_visible: bool | None = None
     #: Log probabilities: None for none, else how many alternatives per token.
     logprobs: int | None = None
 

@@ -342,7 +342,8 @@ class Planner:
         segments: list[Segment] = []
         reasoning = min(self._reasoning(wanted, profile, draws), limit)
         if reasoning:
-            if wanted.reasoning_visible or profile.reasoning == "visible":
+            visible = wanted.reasoning_visible
+            if visible or (visible is None and profile.reasoning == "visible"):
                 first = self._article(reasoning, draws, used)
                 segments.append(output.corpus_text(self.corpus, first, reasoning, output.REASONING))
             else:

@@ -64,7 +64,7 @@ class OpenRouter:
         self._interval = openrouter.processing_interval
         self._renderers = {
             (served.spec.id, provider.slug): RouterRenderer(
-                served.spec, provider, self._fingerprint, core.corpus
+                served.spec, provider, self._fingerprint, core.corpus, ids
             )
             for served in core.models.values()
             for provider in self.router.serving(served.spec)
@@ -79,7 +79,7 @@ class OpenRouter:
         key = (spec.id, provider.slug)
         renderer = self._renderers.get(key) or self._adhoc.get(key)
         if renderer is None:
-            renderer = RouterRenderer(spec, provider, self._fingerprint, self.core.corpus)
+            renderer = RouterRenderer(spec, provider, self._fingerprint, self.core.corpus, self.ids)
             if len(self._adhoc) < _ADHOC_RENDERERS:
                 self._adhoc[key] = renderer
         return renderer

@@ -30,6 +30,11 @@ SUPPORTED_PARAMETERS = (
     "top_logprobs",
     "reasoning",
     "include_reasoning",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "structured_outputs",
 )
 _ARCHITECTURE = {
     "modality": "text->text",

@@ -1,12 +1,13 @@
-# -*- test-case-name: tests.test_openrouter -*-
+# -*- test-case-name: tests.test_openrouter,tests.test_openrouter_tools -*-
 """
 OpenRouter's generation endpoints, ``/api/v1/chat/completions`` and
 ``/api/v1/completions``, as dialects of the one pipeline.
 
 What OpenRouter does around the shared path: it takes any bearer key and
 checks its credits, routes among ``model``/``models`` and the providers
-(L{mockoai.dialects.openrouter.routing}), lets hidden reasoning tokens
-delay the first visible one, renders in its own shape with ``gen-`` ids
+(L{mockoai.dialects.openrouter.routing}), turns its ``reasoning``
+parameter into the planner's (L{routing.Reasoning.apply}), renders in its
+own shape (reasoning text, tool calls and all) with ``gen-`` ids
 and an ``X-Generation-Id`` header, sends ``: OPENROUTER PROCESSING``
 comments while a stream waits for its first token, breaks the configured
 share of a model's generations mid-way (L{mockoai.pipeline.faults}), and
@@ -29,7 +30,6 @@ from mockoai.dialects.openrouter.store import Generation
 from mockoai.ops.config import CHAT
 from mockoai.pipeline.auth import KeyRefusals
 from mockoai.pipeline.dialect import Answer, Dialect
-from mockoai.sim.latency import Timing
 
 if TYPE_CHECKING:
     from mockoai.apierror import APIError
@@ -62,10 +62,11 @@ class RouterDialect(Dialect):
         self.validate: Callable[[dict[str, object], InputLimits], GenerationRequest] = (
             validate.chat if chat else validate.completions
         )
-        self.render_body: Callable[[RouterRenderer, Plan, str, int, int], bytes] = (
+        self.chat = chat
+        self.render_body: Callable[[RouterRenderer, Plan, str, int], bytes] = (
             RouterRenderer.chat_body if chat else RouterRenderer.completion_body
         )
-        self.render_stream: Callable[[RouterRenderer, Plan, str, int, int], RouterEvents] = (
+        self.render_stream: Callable[[RouterRenderer, Plan, str, int], RouterEvents] = (
             RouterRenderer.chat_stream if chat else RouterRenderer.completion_stream
         )
 
@@ -80,7 +81,7 @@ class RouterDialect(Dialect):
             body["model"] = fallbacks[0]
         wanted = self.validate(body, limits)
         api = self.api
-        extras = routing.parse(body, wanted.model, api.router.providers)
+        extras = routing.parse(body, wanted.model, api.router.providers, wanted.reasoning_effort)
         api.accounts.check(key, arrived)
         return RouterAnswer(self, request, wanted, body, extras, key, arrived)
 
@@ -97,11 +98,10 @@ def flagged_text(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
-def thinking(timing: Timing, tokens: int, itl: float) -> Timing:
-    """``timing`` pushed back by ``tokens`` tokens of hidden reasoning."""
-    extra = tokens * itl
-    table = None if timing.table is None else [t + extra for t in timing.table]
-    return Timing(timing.ttft + extra, timing.itl, table)
+def _first_visible(plan: Plan) -> float:
+    """When the first token a client sees is out: hidden reasoning comes before it."""
+    hidden = plan.choices[0].hidden if plan.choices else 0
+    return plan.timing.at(hidden) if hidden else plan.ttft
 
 
 def _header(request: Request, *names: bytes) -> str | None:
@@ -126,7 +126,6 @@ class RouterAnswer(Answer):
         "origin",
         "processing",
         "provider",
-        "reasoning",
         "renderer",
         "stream_events",
         "title",
@@ -152,30 +151,30 @@ class RouterAnswer(Answer):
         self.key = key
         self.arrived = arrived
         self.cut: int | None = None
-        self.reasoning = 0
         self.first_at: float | None = None
 
     def resolve(self) -> ServedModel:
         """The first model and provider of ``model``/``models`` that can answer."""
         body = self.body_fields
         route = self.dialect.api.router.route(self.extras, self.wanted, lambda: flagged_text(body))
-        self.wanted.prompt_tokens = route.prompt_tokens
+        wanted = self.wanted
+        wanted.prompt_tokens = route.prompt_tokens
         self.provider = route.provider
         served = self.served = route.served
+        reasoning = self.extras.reasoning
+        if reasoning is not None:
+            reasoning.apply(wanted, served.profile, self.dialect.chat)
+        elif not self.dialect.chat:
+            # A text completion has no field for it: a model thinks out of sight.
+            wanted.reasoning_visible = False
         return served
 
     def begin(self, plan: Plan, cut: int | None) -> None:
-        """Hidden reasoning first, the ``gen-`` id, who asked."""
+        """The ``gen-`` id, who asked."""
         api = self.dialect.api
         served = self.served
         self.plan = plan
         self.cut = cut
-        profile = served.profile
-        reasoning = self.reasoning = self.extras.reasoning(
-            profile.tokens_mean, profile.max_output_tokens
-        )
-        if reasoning and served.engine is None:
-            plan.timing = thinking(plan.timing, reasoning, profile.itl.mean)
         self.gid = f"gen-{int(self.arrived)}-{api.ids.completion()}"
         request = self.request
         request.setHeader(b"X-Generation-Id", self.gid.encode())
@@ -190,9 +189,8 @@ class RouterAnswer(Answer):
     def body(self) -> bytes:
         plan = self.plan
         finish = plan.choices[0].finish_reason if plan.choices else "stop"
-        self._record(plan.completion_tokens + self.reasoning, finish, False, plan.ttft)
-        created = int(self.arrived)
-        return self.dialect.render_body(self.renderer, plan, self.gid, created, self.reasoning)
+        self._record(plan.completion_tokens, finish, False, _first_visible(plan))
+        return self.dialect.render_body(self.renderer, plan, self.gid, int(self.arrived))
 
     def mid_stream_error(self) -> APIError:
         return errors.mid_stream(self.served.spec.id, self.renderer.provider)
@@ -200,7 +198,7 @@ class RouterAnswer(Answer):
     def broken(self) -> bytes:
         """OpenRouter's error in a 200 body, once the failing token is out."""
         assert self.cut is not None
-        self._record(self.cut + self.reasoning, "error", False, self.plan.ttft)
+        self._record(self.cut, "error", False, _first_visible(self.plan))
         return super().broken()
 
     def abandoned(self, failure: Failure) -> Failure:
@@ -211,20 +209,17 @@ class RouterAnswer(Answer):
         if failure.check(CancelledError):
             plan = self.plan
             if self.cut is None:
-                tokens = plan.completion_tokens + self.reasoning
+                tokens = plan.completion_tokens
                 finish = plan.choices[0].finish_reason if plan.choices else "stop"
             else:
-                tokens, finish = self.cut + self.reasoning, "error"
-            self._record(tokens, finish, True, plan.ttft)
+                tokens, finish = self.cut, "error"
+            self._record(tokens, finish, True, _first_visible(plan))
         return failure
 
     # --- streamed ---------------------------------------------------------------
 
     def events(self) -> RouterEvents:
-        created = int(self.arrived)
-        events = self.dialect.render_stream(
-            self.renderer, self.plan, self.gid, created, self.reasoning
-        )
+        events = self.dialect.render_stream(self.renderer, self.plan, self.gid, int(self.arrived))
         events.first = self._first
         self.stream_events = events
         self.processing: Processing = self.dialect.api.processing(self.served.pacer)
@@ -253,7 +248,7 @@ class RouterAnswer(Answer):
             finish = None
         first = self.first_at if self.first_at is not None else now
         self._record(
-            events.sent + (self.reasoning if events.started else 0),
+            events.sent,
             finish,
             cancelled=not (events.closed or stream.broken),
             latency=first - self.arrived,
@@ -286,7 +281,8 @@ class RouterAnswer(Answer):
                 finish_reason=finish,
                 prompt_tokens=prompt,
                 completion_tokens=completion_tokens,
-                reasoning_tokens=self.reasoning,
+                # Reasoning comes first: all of it was out, or all that was.
+                reasoning_tokens=min(self.plan.reasoning_tokens, completion_tokens),
                 prompt_cost=prompt_cost,
                 completion_cost=completion_cost,
                 total_cost=cost,

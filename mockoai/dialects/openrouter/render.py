@@ -1,12 +1,15 @@
-# -*- test-case-name: tests.test_openrouter -*-
+# -*- test-case-name: tests.test_openrouter,tests.test_openrouter_tools -*-
 """
 OpenRouter-dialect bytes over the same L{Plan} the OpenAI renderer uses.
 
 What differs from OpenAI's wire: ``gen-`` ids, a top-level ``provider``,
 ``native_finish_reason`` beside every ``finish_reason``, usage always sent
 (the last chunk of a stream) with its ``cost`` from the model's prices on
-the chosen provider, and a stream that fails mid-way ending on a ``data:``
-event carrying an ``error`` and ``finish_reason: "error"``.  As in
+the chosen provider, reasoning text in ``reasoning`` and ``reasoning_details``
+(OpenRouter's own fields, not vLLM's ``reasoning_content``), and a
+stream that fails mid-way ending on a ``data:`` event carrying an ``error``
+and ``finish_reason: "error"``.  Tool calls are OpenAI's, with an ``index``
+in the message's calls too, as OpenRouter sends them.  As in
 L{mockoai.dialects.openai.render}, everything constant for a (model, provider) pair is
 rendered once; per request only numbers, ids and corpus slices are spliced.
 The event templates repeat some of OpenAI's literal pieces (``"delta"``,
@@ -19,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mockoai.apierror import APIError
-from mockoai.dialects.openai.render import DONE, EventStream, echoes
+from mockoai.dialects.openai.render import DONE, EventStream, echoes, text_of
 from mockoai.ops.config import ModelSpec, ProviderSpec
+from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.media import dumps
 from mockoai.pipeline.stream import Pieces
 from mockoai.sim.corpus import Corpus
+from mockoai.sim.output import CALL, REASONING, TEXT, Segment
 from mockoai.sim.sampling import ChoicePlan, Plan
 
 
@@ -34,6 +39,10 @@ def _number(value: float) -> bytes:
 
 _TEXT_OPEN = b',"logprobs":null,"finish_reason":null,"native_finish_reason":null}]}\n\n'
 _CHAT_OPEN = b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+#: ``reasoning_details`` around one piece of reasoning text: OpenRouter's
+#: ``reasoning.text`` detail, of a provider that names no format.
+_DETAIL_HEAD = b'"reasoning_details":[{"type":"reasoning.text","text":"'
+_DETAIL_TAIL = b'","format":"unknown","index":0}]'
 
 
 #: Costs are kept to the picodollar: ``2e-05 + 5e-05`` is ``7e-05``, not ``7.000000000000001e-05``.
@@ -65,9 +74,16 @@ class RouterRenderer:
     """OpenRouter-dialect templates for one model served by one provider."""
 
     def __init__(
-        self, spec: ModelSpec, provider: ProviderSpec, fingerprint: str, corpus: Corpus
+        self,
+        spec: ModelSpec,
+        provider: ProviderSpec,
+        fingerprint: str,
+        corpus: Corpus,
+        ids: IdMaker | None = None,
     ) -> None:
         self.corpus = corpus
+        #: What makes tool call ids (the service's, shared with the other ids).
+        self.ids = IdMaker() if ids is None else ids
         self.model = spec.id
         self.provider = provider.name
         self.costs = Costs(spec, provider)
@@ -100,7 +116,7 @@ class RouterRenderer:
 
     # --- non-streaming bodies -------------------------------------------------
 
-    def chat_body(self, plan: Plan, gid: str, created: int, reasoning: int) -> bytes:
+    def chat_body(self, plan: Plan, gid: str, created: int) -> bytes:
         view = self.corpus.view
         pieces: Pieces = [b'{"id":"', gid.encode(), self.chat_head, b"%d" % created]
         pieces.append(b',"choices":[')
@@ -108,23 +124,76 @@ class RouterRenderer:
             if choice.index:
                 pieces.append(b",")
             reason = choice.finish_reason.encode()
-            pieces += (
+            pieces.append(
                 b'{"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s","index":%d,'
-                b'"message":{"role":"assistant","content":"' % (reason, reason, choice.index),
+                b'"message":{"role":"assistant","content":' % (reason, reason, choice.index)
+            )
+            if choice.segments is not None:
+                pieces += self._shaped_message(choice.segments)
+                continue
+            pieces += (
+                b'"',
                 view[choice.start : choice.end],
                 b'","refusal":null,"reasoning":null}}',
             )
-        completion = plan.completion_tokens + reasoning
         pieces += (
             b"]",
             self.tail,
             b',"usage":',
-            self.usage(plan.prompt_tokens, completion, reasoning),
+            self.usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
             b"}",
         )
         return b"".join(pieces)
 
-    def completion_body(self, plan: Plan, gid: str, created: int, reasoning: int) -> bytes:
+    def _shaped_message(self, segments: list[Segment]) -> Pieces:
+        """
+        The message of a choice with reasoning, a document or tool calls,
+        from its ``content`` on: the reasoning in ``reasoning`` and in one
+        ``reasoning.text`` detail, the calls in ``tool_calls`` (``content``
+        null beside them, and ``""`` for an answer cut inside its reasoning).
+        """
+        text: Segment | None = None
+        reasoning: Segment | None = None
+        calls: list[Segment] = []
+        for segment in segments:
+            if segment.kind == TEXT:
+                text = segment
+            elif segment.kind == REASONING:
+                reasoning = segment
+            else:
+                calls.append(segment)
+        pieces: Pieces = []
+        if text is not None:
+            pieces += (b'"', text.view[text.start : text.end], b'"')
+        else:
+            pieces.append(b"null" if calls else b'""')
+        pieces.append(b',"refusal":null,"reasoning":')
+        thought = None if reasoning is None else reasoning.view[reasoning.start : reasoning.end]
+        if thought is None:
+            pieces.append(b"null")
+        else:
+            pieces += (b'"', thought, b'"')
+        if calls:
+            ids = self.ids
+            pieces.append(b',"tool_calls":[')
+            for call in calls:
+                pieces += (
+                    b'%s{"type":"function","index":%d,"id":"call_'
+                    % (b"," if call.call else b"", call.call),
+                    ids.tail().encode(),
+                    b'","function":{"name":"',
+                    call.name.encode() if call.name else b"",
+                    b'","arguments":"',
+                    call.view[call.start : call.end],
+                    b'"}}',
+                )
+            pieces.append(b"]")
+        if thought is not None:
+            pieces += (b",", _DETAIL_HEAD, thought, _DETAIL_TAIL)
+        pieces.append(b"}}")
+        return pieces
+
+    def completion_body(self, plan: Plan, gid: str, created: int) -> bytes:
         view = self.corpus.view
         echo = echoes(plan)
         pieces: Pieces = [b'{"id":"', gid.encode(), self.text_head, b"%d" % created]
@@ -136,16 +205,15 @@ class RouterRenderer:
             pieces += (
                 b'{"text":"',
                 echo[choice.index // plan.wanted.n] if echo else b"",
-                view[choice.start : choice.end],
+                view[choice.start : choice.end] if choice.segments is None else text_of(choice),
                 b'","index":%d,"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s"}'
                 % (choice.index, reason, reason),
             )
-        completion = plan.completion_tokens + reasoning
         pieces += (
             b"]",
             self.tail,
             b',"usage":',
-            self.usage(plan.prompt_tokens, completion, reasoning),
+            self.usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
             b"}",
         )
         return b"".join(pieces)
@@ -155,13 +223,13 @@ class RouterRenderer:
     def _stream_head(self, head: bytes, gid: str, created: int) -> bytes:
         return b"".join((b'data: {"id":"', gid.encode(), head, b"%d" % created, self.tail, b","))
 
-    def chat_stream(self, plan: Plan, gid: str, created: int, reasoning: int) -> ChatEvents:
+    def chat_stream(self, plan: Plan, gid: str, created: int) -> ChatEvents:
         head = self._stream_head(self.chunk_head, gid, created)
-        return ChatEvents(self, plan, head, reasoning)
+        return ChatEvents(self, plan, head)
 
-    def completion_stream(self, plan: Plan, gid: str, created: int, reasoning: int) -> TextEvents:
+    def completion_stream(self, plan: Plan, gid: str, created: int) -> TextEvents:
         head = self._stream_head(self.text_head, gid, created)
-        return TextEvents(self, plan, head, reasoning)
+        return TextEvents(self, plan, head)
 
 
 class RouterEvents(EventStream):
@@ -170,11 +238,10 @@ class RouterEvents(EventStream):
     ``"choices":``; ``first`` is called when the first event goes out.
     """
 
-    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes, reasoning: int) -> None:
+    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes) -> None:
         super().__init__(renderer.corpus, plan, head)
         self.renderer = renderer
         self.choice_head = head + b'"choices":['
-        self.reasoning = reasoning
         self.first: Callable[[], None] | None = None
         self.started = False
         self.closed = False
@@ -214,8 +281,9 @@ class RouterEvents(EventStream):
         """The usage chunk OpenRouter always sends, and ``[DONE]``."""
         self.closed = True
         plan = self.plan
-        completion = plan.completion_tokens + self.reasoning
-        usage = self.renderer.usage(plan.prompt_tokens, completion, self.reasoning)
+        usage = self.renderer.usage(
+            plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens
+        )
         return [self.head, b'"choices":[],"usage":', usage, b"}\n\n", DONE]
 
 
@@ -224,6 +292,16 @@ class ChatEvents(RouterEvents):
 
     def opening(self, choice: ChoicePlan) -> Pieces:
         self._begin()
+        segments = choice.segments
+        if segments and segments[0].kind == CALL:
+            # The first call's header rides on the role chunk, as OpenAI's does.
+            return [
+                self.choice_head,
+                b'{"index":%d,"delta":{"role":"assistant","content":null,' % choice.index,
+                self._call_header(segments[0]),
+                b"}",
+                _CHAT_OPEN,
+            ]
         return [
             self.choice_head,
             b'{"index":%d,"delta":{"role":"assistant","content":""}' % choice.index,
@@ -231,6 +309,8 @@ class ChatEvents(RouterEvents):
         ]
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
+        if choice.segments is not None:
+            return self._shaped(choice, choice.segments, event)
         self._count(choice, event)
         bounds = choice.bounds
         return [
@@ -240,6 +320,59 @@ class ChatEvents(RouterEvents):
             b'"}',
             _CHAT_OPEN,
         ]
+
+    def _shaped(self, choice: ChoicePlan, segments: list[Segment], event: int) -> Pieces:
+        """
+        One event of a segmented choice: a piece of reasoning (in
+        ``reasoning`` and ``reasoning_details``, beside an empty
+        ``content``), of text, or of a call's arguments (after the call's
+        header event when it is the call's first).
+        """
+        spans = choice.spans
+        index, start, end = spans[event]
+        segment = segments[index]
+        self._count(choice, event)
+        piece = segment.view[start:end]
+        head = self.choice_head
+        number = b'{"index":%d,"delta":' % choice.index
+        kind = segment.kind
+        if kind == TEXT:
+            return [head, number, b'{"content":"', piece, b'"}', _CHAT_OPEN]
+        if kind == REASONING:
+            return [
+                head,
+                number,
+                b'{"content":"","reasoning":"',
+                piece,
+                b'",',
+                _DETAIL_HEAD,
+                piece,
+                _DETAIL_TAIL,
+                b"}",
+                _CHAT_OPEN,
+            ]
+        pieces: Pieces = []
+        if index and (event == 0 or spans[event - 1][0] != index):
+            # A call's first fragment (the first segment's header went out with the role).
+            pieces += (head, number, b"{", self._call_header(segment), b"}", _CHAT_OPEN)
+        pieces += (
+            head,
+            number,
+            b'{"tool_calls":[{"index":%d,"function":{"arguments":"' % segment.call,
+            piece,
+            b'"}}]}',
+            _CHAT_OPEN,
+        )
+        return pieces
+
+    def _call_header(self, call: Segment) -> bytes:
+        """The first delta of a call: its index, id, type and name, and no arguments yet."""
+        name = call.name.encode() if call.name else b""
+        return (
+            b'"tool_calls":[{"index":%d,"id":"call_%s","type":"function",'
+            b'"function":{"name":"%s","arguments":""}}]'
+            % (call.call, self.renderer.ids.tail().encode(), name)
+        )
 
     def _finish(self, choice: ChoicePlan) -> Pieces:
         reason = choice.finish_reason.encode()
@@ -259,8 +392,8 @@ class ChatEvents(RouterEvents):
 class TextEvents(RouterEvents):
     """``text_completion`` events of the legacy completions endpoint."""
 
-    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes, reasoning: int) -> None:
-        super().__init__(renderer, plan, head, reasoning)
+    def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes) -> None:
+        super().__init__(renderer, plan, head)
         self.echo = echoes(plan)
 
     def opening(self, choice: ChoicePlan) -> Pieces:
@@ -278,11 +411,17 @@ class TextEvents(RouterEvents):
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         self._count(choice, event)
-        bounds = choice.bounds
+        if choice.segments is not None:
+            # As OpenAI's endpoint sends it: every segment's text, in turn.
+            index, start, end = choice.spans[event]
+            text = choice.segments[index].view[start:end]
+        else:
+            bounds = choice.bounds
+            text = self.view[bounds[event] : bounds[event + 1]]
         return [
             self.choice_head,
             b'{"text":"',
-            self.view[bounds[event] : bounds[event + 1]],
+            text,
             b'","index":%d' % choice.index,
             _TEXT_OPEN,
         ]

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_openrouter -*-
+# -*- test-case-name: tests.test_openrouter,tests.test_openrouter_tools -*-
 """
 OpenRouter's request extras, and the routing they ask for: which model of
 ``model`` + ``models`` answers, on which provider.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from mockoai.dialects.openrouter import errors
-from mockoai.ops.config import FailingSpec, ModelSpec, ProviderSpec
+from mockoai.ops.config import FailingSpec, ModelProfile, ModelSpec, ProviderSpec
 from mockoai.pipeline.errors import APIError
 from mockoai.sim.request import GenerationRequest
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mockoai.sim.core import ServedModel
 
 SORTS = ("price", "throughput", "latency")
-#: Share of the answer length a model thinks for, per ``reasoning.effort``
+#: Share of ``max_tokens`` a model may think for, per ``reasoning.effort``
 #: (OpenRouter's effort-to-budget ratios).
 EFFORTS = {"xhigh": 0.95, "high": 0.8, "medium": 0.5, "low": 0.2, "minimal": 0.1, "none": 0.0}
 QUANTIZATIONS = ("int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown")
@@ -58,25 +58,59 @@ NO_PREFERENCES = Preferences()
 
 
 @attrs.frozen
+class Reasoning:
+    """
+    The ``reasoning`` object (or the legacy ``include_reasoning``, or
+    OpenAI's ``reasoning_effort``), validated: an ``effort`` or a budget of
+    ``max_tokens``, ``exclude`` (think, but send none of it), ``enabled``.
+    """
+
+    effort: str | None = None
+    max_tokens: int | None = None
+    exclude: bool = False
+    enabled: bool | None = None
+
+    def apply(self, wanted: GenerationRequest, profile: ModelProfile, chat: bool) -> None:
+        """
+        Set ``wanted``'s reasoning for the planner, once the model is known.
+
+        ``enabled: false`` or ``effort: "none"`` turns a reasoning model's
+        reasoning off; ``xhigh`` is planned as ``high``.  An effort with
+        ``max_tokens`` set may think for its share of them (OpenRouter's
+        ratios); ``reasoning.max_tokens`` is the budget.  A model that does
+        not reason thinks anyway when asked explicitly (an effort, a budget,
+        ``enabled`` or an empty object), up to its output limit.  The text is
+        sent unless ``exclude`` or the model keeps it hidden (OpenAI's
+        reasoning models), on the chat endpoint only.
+        """
+        effort = self.effort
+        if self.enabled is False or effort == "none":
+            wanted.reasoning_effort = "none"
+            return
+        if effort is not None:
+            wanted.reasoning_effort = "high" if effort == "xhigh" else effort
+        budget = self.max_tokens
+        if budget is None and effort is not None and wanted.max_tokens is not None:
+            budget = round(EFFORTS[effort] * wanted.max_tokens)
+        asked = self.enabled or effort is not None or budget is not None or not self.exclude
+        if budget is None and asked and profile.reasoning == "none":
+            budget = profile.max_output_tokens
+        wanted.reasoning_budget = budget
+        if self.exclude or not chat:
+            wanted.reasoning_visible = False
+        elif profile.reasoning == "none":
+            wanted.reasoning_visible = True
+
+
+@attrs.frozen
 class Extras:
     """What OpenRouter adds to a generation request."""
 
     models: tuple[str, ...]
     preferences: Preferences = NO_PREFERENCES
     middle_out: bool = False
-    #: Hidden reasoning: a share of the answer length, or a number of tokens.
-    reasoning_share: float = 0.0
-    reasoning_tokens: int | None = None
-
-    def reasoning(self, answer_tokens: float, limit: int) -> int:
-        """
-        Tokens the model thinks before answering: at most ``limit``, the
-        model's output limit (L{Router.route} refuses a larger
-        ``reasoning.max_tokens``; an effort's share is of the answer length).
-        """
-        if self.reasoning_tokens is not None:
-            return self.reasoning_tokens
-        return min(round(self.reasoning_share * answer_tokens), limit)
+    #: None when the request says nothing of reasoning: the model's default.
+    reasoning: Reasoning | None = None
 
 
 @attrs.frozen
@@ -168,19 +202,32 @@ def _preferences(value: object, known: dict[str, ProviderSpec]) -> Preferences:
     )
 
 
-def _reasoning(body: dict[str, Any]) -> tuple[float, int | None]:
-    """(share, tokens) of hidden reasoning the request asks for."""
+#: ``include_reasoning``, OpenRouter's legacy flag: ``true`` is ``reasoning: {}``,
+#: ``false`` is ``reasoning: {"exclude": true}``.
+_INCLUDE = Reasoning()
+_EXCLUDE = Reasoning(exclude=True)
+
+
+def _reasoning(body: dict[str, Any], effort: str | None) -> Reasoning | None:
+    """
+    The reasoning the request asks for, if it says anything of it
+    (``effort``: OpenAI's ``reasoning_effort``, already checked).
+    """
     legacy = body.get("include_reasoning")
     if legacy is not None and not isinstance(legacy, bool):
         raise errors.invalid("include_reasoning must be a boolean")
     value = body.get("reasoning")
     if value is None:
-        return (EFFORTS["medium"] if legacy else 0.0), None
+        if effort is not None:
+            return Reasoning(effort=effort)
+        return None if legacy is None else _INCLUDE if legacy else _EXCLUDE
+    if effort is not None:
+        raise errors.invalid('Only one of "reasoning" and "reasoning_effort" may be provided')
     if not isinstance(value, dict):
         raise errors.invalid("reasoning must be an object")
     effort = value.get("effort")
     tokens = value.get("max_tokens")
-    _flag(value, "exclude", "reasoning")
+    exclude = _flag(value, "exclude", "reasoning")
     enabled = _flag(value, "enabled", "reasoning")
     if effort is not None and effort not in EFFORTS:
         raise errors.invalid(f"reasoning.effort must be one of {', '.join(EFFORTS)}")
@@ -188,15 +235,19 @@ def _reasoning(body: dict[str, Any]) -> tuple[float, int | None]:
         raise errors.invalid("reasoning.max_tokens must be a non-negative integer")
     if effort is not None and tokens is not None:
         raise errors.invalid("Only one of reasoning.effort and reasoning.max_tokens may be given")
-    if enabled is False:
-        return 0.0, None
-    if tokens is not None:
-        return 0.0, tokens
-    return EFFORTS[effort or "medium"], None
+    return Reasoning(effort, tokens, bool(exclude), enabled)
 
 
-def parse(body: dict[str, Any], model: str, known: dict[str, ProviderSpec]) -> Extras:
-    """The OpenRouter fields of ``body`` (a 400 L{errors.RouterError} if one is malformed)."""
+def parse(
+    body: dict[str, Any],
+    model: str,
+    known: dict[str, ProviderSpec],
+    effort: str | None = None,
+) -> Extras:
+    """
+    The OpenRouter fields of ``body`` (a 400 L{errors.RouterError} if one
+    is malformed); ``effort`` is OpenAI's ``reasoning_effort``, if given.
+    """
     fallbacks: tuple[str, ...] = ()
     if body.get("models") is not None:
         fallbacks = _strings(body["models"], "models")
@@ -218,13 +269,11 @@ def parse(body: dict[str, Any], model: str, known: dict[str, ProviderSpec]) -> E
         and all(isinstance(p, dict) and isinstance(p.get("id"), str) for p in plugins)
     ):
         raise errors.invalid("plugins must be an array of objects with an id")
-    share, tokens = _reasoning(body)
     return Extras(
         models=tuple(dict.fromkeys((model, *fallbacks))),
         preferences=_preferences(body.get("provider"), known),
         middle_out=middle_out,
-        reasoning_share=share,
-        reasoning_tokens=tokens,
+        reasoning=_reasoning(body, effort),
     )
 
 
@@ -301,7 +350,7 @@ class ProviderRouter:
                 error = errors.invalid_model(name)
                 continue
             spec = served.spec
-            thinking = extras.reasoning_tokens
+            thinking = extras.reasoning.max_tokens if extras.reasoning is not None else None
             if thinking is not None and thinking > served.profile.max_output_tokens:
                 # Reasoning tokens are output tokens: bounded as max_tokens is.
                 error = errors.reasoning_too_large(name, thinking, served.profile.max_output_tokens)
