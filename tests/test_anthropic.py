@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
@@ -590,3 +591,150 @@ class PropertyTests(MessagesTestCase):
             body = response.json()
             self.assertEqual(body["type"], "error")
             self.assertIn(body["error"]["type"], ("invalid_request_error", "not_found_error"))
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        },
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+CLOCK = {"name": "get_time", "input_schema": {"type": "object", "properties": {}}}
+
+
+class ToolUseTests(MessagesTestCase):
+    def calls(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [b for b in message["content"] if b["type"] == "tool_use"]
+
+    def test_forced_tool(self) -> None:
+        """A named tool is called, its input valid for its schema, whatever the seed."""
+        for _ in range(10):
+            message = self.post(
+                tools=[WEATHER, CLOCK], tool_choice={"type": "tool", "name": "get_weather"}
+            ).json()
+            check_message(self, message)
+            [call] = self.calls(message)
+            self.assertEqual(list(call), ["type", "id", "name", "input"])
+            self.assertRegex(call["id"], r"^toolu_01[A-Za-z0-9]{22}$")
+            self.assertEqual(call["name"], "get_weather")
+            jsonschema.validate(call["input"], WEATHER["input_schema"])
+            self.assertEqual(message["stop_reason"], "tool_use")
+            self.assertGreater(message["usage"]["output_tokens"], 0)
+
+    def test_choices(self) -> None:
+        any_one = self.post(
+            tools=[WEATHER, CLOCK],
+            tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        ).json()
+        self.assertEqual(len(self.calls(any_one)), 1)
+        none = self.post(tools=[WEATHER], tool_choice={"type": "none"}).json()
+        self.assertEqual((self.calls(none), none["stop_reason"]), ([], "end_turn"))
+        self.assertEqual(none["content"][0]["type"], "text")
+
+    def test_the_loop_ends_after_a_tool_result(self) -> None:
+        """``auto`` calls, and answers in text once the results are back: an agent loop ends."""
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
+        first = self.post(tools=[WEATHER], messages=messages).json()
+        calls = self.calls(first)
+        self.assertTrue(calls)
+        messages += [
+            {"role": "assistant", "content": first["content"]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": c["id"], "content": "18C, sunny"}
+                    for c in calls
+                ],
+            },
+        ]
+        second = self.post(tools=[WEATHER], messages=messages).json()
+        self.assertEqual((self.calls(second), second["stop_reason"]), ([], "end_turn"))
+
+    def test_streamed_call(self) -> None:
+        response = self.post(
+            stream=True, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}
+        )
+        pairs = events(response.body)
+        check_events(pairs)
+        names = [n for n, _ in pairs]
+        # As Anthropic's: the input opens with an empty piece, and the ping follows it.
+        self.assertEqual(
+            names[:4], ["message_start", "content_block_start", "content_block_delta", "ping"]
+        )
+        block = pairs[1][1]["content_block"]
+        self.assertEqual(
+            (block["type"], block["name"], block["input"]), ("tool_use", "get_weather", {})
+        )
+        deltas = [d["delta"] for n, d in pairs if n == "content_block_delta"]
+        self.assertEqual(deltas[0], {"type": "input_json_delta", "partial_json": ""})
+        self.assertEqual({d["type"] for d in deltas}, {"input_json_delta"})
+        self.assertGreater(len(deltas), 2)
+        arguments = json.loads("".join(d["partial_json"] for d in deltas))
+        jsonschema.validate(arguments, WEATHER["input_schema"])
+        self.assertEqual(pairs[-2][1]["delta"]["stop_reason"], "tool_use")
+
+    def test_unsatisfiable_schema(self) -> None:
+        tool = {
+            "name": "never",
+            "input_schema": {"type": "object", "required": ["a"], "properties": {"a": False}},
+        }
+        message = self.error(self.post(tools=[tool]), 400, "invalid_request_error")
+        self.assertTrue(message.startswith("tools.0.custom.input_schema: JSON schema is invalid."))
+
+
+class ThinkingTests(MessagesTestCase):
+    THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+    def test_thinking_block(self) -> None:
+        message = self.post(max_tokens=2048, thinking=self.THINKING).json()
+        check_message(self, message)
+        thinking, text = message["content"]
+        self.assertEqual(list(thinking), ["type", "thinking", "signature"])
+        self.assertTrue(thinking["signature"])
+        self.assertLessEqual(count_text(thinking["thinking"]), 1024)
+        self.assertEqual(text["type"], "text")
+        # Thinking is output: billed and counted.
+        self.assertEqual(
+            message["usage"]["output_tokens"],
+            count_text(thinking["thinking"]) + count_text(text["text"]),
+        )
+
+    def test_thinking_streamed(self) -> None:
+        pairs = events(self.post(max_tokens=2048, thinking=self.THINKING, stream=True).body)
+        check_events(pairs)
+        names = [n for n, _ in pairs]
+        self.assertEqual(names[:3], ["message_start", "content_block_start", "ping"])
+        self.assertEqual(
+            pairs[1][1]["content_block"], {"type": "thinking", "thinking": "", "signature": ""}
+        )
+        deltas = [(d["index"], d["delta"]["type"]) for n, d in pairs if n == "content_block_delta"]
+        kinds = [kind for _, kind in deltas]
+        last_thought = max(i for i, k in enumerate(kinds) if k == "thinking_delta")
+        self.assertEqual(kinds[last_thought + 1], "signature_delta")
+        self.assertEqual(set(kinds[last_thought + 2 :]), {"text_delta"})
+        self.assertEqual({i for i, k in deltas if k == "text_delta"}, {1})
+        stop = names.index("content_block_stop")
+        self.assertEqual(pairs[stop][1]["index"], 0)
+        self.assertEqual(names[stop + 1], "content_block_start")
+        self.assertEqual(pairs[stop + 1][1]["content_block"]["type"], "text")
+        self.assertEqual(names.count("ping"), 1)
+
+    def test_thinking_with_a_forced_tool_is_refused(self) -> None:
+        response = self.post(
+            max_tokens=2048,
+            thinking=self.THINKING,
+            tools=[WEATHER],
+            tool_choice={"type": "any"},
+        )
+        self.assertEqual(
+            self.error(response, 400, "invalid_request_error"),
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        )

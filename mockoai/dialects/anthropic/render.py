@@ -14,10 +14,15 @@ order is Anthropic's (``model`` first, as its servers send it now).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import TYPE_CHECKING
+
+import ujson
 
 from mockoai.dialects.anthropic.errors import envelope
 from mockoai.pipeline.media import dumps
+from mockoai.sim.output import CALL, REASONING, Segment
 from mockoai.sim.sampling import LENGTH, STOP, escape
 
 if TYPE_CHECKING:
@@ -64,6 +69,50 @@ _TEXT_DELTA = (
     b'"delta":{"type":"text_delta","text":"'
 )
 _DELTA_END = b'"}}\n\n'
+_THINKING_START = (
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+    b'"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n'
+)
+_THINKING_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"thinking_delta","thinking":"'
+)
+_SIGNATURE_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"signature_delta","signature":"%s"}}\n\n'
+)
+_TOOL_START = (
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+    b'"content_block":{"type":"tool_use","id":"%s","name":%s,"input":{}}}\n\n'
+)
+_JSON_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"input_json_delta","partial_json":"'
+)
+
+
+def tool_id(mid: str, call: int) -> bytes:
+    """``toolu_01`` and 22 more characters: the message's own, and the call's number."""
+    return b"toolu_01%s%02d" % (mid[6:26].encode(), call)
+
+
+def signature(mid: str) -> bytes:
+    """
+    An opaque thinking signature, the same for the same message: clients
+    keep it and send it back with the thinking block, and nothing checks it.
+    """
+    return base64.b64encode(hashlib.sha256(mid.encode()).digest() * 6)
+
+
+def tool_input(segment: Segment) -> bytes:
+    """A call's arguments as the JSON object ``input`` is (``{}`` for one cut short)."""
+    raw = bytes(segment.view[segment.start : segment.end])
+    try:
+        text = ujson.loads(b'"' + raw + b'"')
+        value = ujson.loads(text)
+    except ValueError:
+        return b"{}"
+    return dumps(value) if isinstance(value, dict) else b"{}"
 
 
 class MessagesRenderer:
@@ -88,10 +137,11 @@ class MessagesRenderer:
         finish = choice.finish_reason
         if finish == LENGTH:
             return MAX_TOKENS, b"null"
-        if finish != STOP:
+        segments = choice.segments
+        if finish != STOP or (segments and any(s.kind == CALL for s in segments)):
             return TOOL_USE, b"null"
         stops = plan.wanted.stop
-        if stops:
+        if stops and segments is None:
             data, end = self.corpus.data, choice.end
             for stop in stops:
                 if data.startswith(escape(stop), end):
@@ -107,7 +157,10 @@ class MessagesRenderer:
             mid.encode(),
             b'","type":"message","role":"assistant","content":[',
         ]
-        if choice.end > choice.start:
+        segments = choice.segments
+        if segments is not None:
+            pieces += _blocks(segments, mid)
+        elif choice.end > choice.start:
             pieces += (
                 b'{"type":"text","text":"',
                 self.corpus.view[choice.start : choice.end],
@@ -135,7 +188,36 @@ class MessagesRenderer:
                 b"}}\n\n",
             )
         )
-        return MessageEvents(self, plan, head)
+        return MessageEvents(self, plan, head, mid)
+
+
+def _blocks(segments: list[Segment], mid: str) -> Pieces:
+    """A segmented answer's content: thinking, text and tool_use blocks, in order."""
+    pieces: Pieces = []
+    for segment in segments:
+        kind = segment.kind
+        if kind == CALL:
+            block = b'{"type":"tool_use","id":"%s","name":%s,"input":%s}' % (
+                tool_id(mid, segment.call),
+                dumps(segment.name),
+                tool_input(segment),
+            )
+            pieces.append(block if not pieces else b"," + block)
+            continue
+        if kind != REASONING and not segment.tokens:
+            continue  # no text at all: no block
+        view = segment.view[segment.start : segment.end]
+        if pieces:
+            pieces.append(b",")
+        if kind == REASONING:
+            pieces += (
+                b'{"type":"thinking","thinking":"',
+                view,
+                b'","signature":"%s"}' % signature(mid),
+            )
+        else:
+            pieces += (b'{"type":"text","text":"', view, b'"}')
+    return pieces
 
 
 class MessageEvents:
@@ -144,30 +226,83 @@ class MessageEvents:
     answer is one block, its deltas the plan's event slices.
     """
 
-    def __init__(self, renderer: MessagesRenderer, plan: Plan, start: bytes) -> None:
+    def __init__(self, renderer: MessagesRenderer, plan: Plan, start: bytes, mid: str) -> None:
         self.renderer = renderer
         self.view = renderer.corpus.view
         self.plan = plan
         self.start = start
+        self.mid = mid
         self.sent = 0
-        #: The blocks started so far.
+        #: The blocks started so far; a segmented answer's open one is the last,
+        #: for segment ``_open`` (a segment without tokens has no block).
         self.blocks = 0
+        self._open: Segment | None = None
 
     def opening(self, choice: ChoicePlan) -> Pieces:
-        if choice.end <= choice.start:
+        if choice.segments is not None or choice.end <= choice.start:
             return [self.start]
         self.blocks = 1
         return [self.start, _TEXT_START % 0, PING]
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
-        bounds, counts = choice.bounds, choice.counts
+        counts = choice.counts
         self.sent += counts[event] - (counts[event - 1] if event else 0)
-        return [_TEXT_DELTA % 0, self.view[bounds[event] : bounds[event + 1]], _DELTA_END]
+        segments = choice.segments
+        if segments is None:
+            bounds = choice.bounds
+            return [_TEXT_DELTA % 0, self.view[bounds[event] : bounds[event + 1]], _DELTA_END]
+        index, start, end = choice.spans[event]
+        segment = segments[index]
+        pieces: Pieces = []
+        if segment is not self._open:
+            pieces += self._close()
+            pieces += self._begin(segment)
+        kind = segment.kind
+        head = (
+            _THINKING_DELTA if kind == REASONING else _JSON_DELTA if kind == CALL else _TEXT_DELTA
+        )
+        pieces += (head % (self.blocks - 1), segment.view[start:end], _DELTA_END)
+        return pieces
+
+    def _begin(self, segment: Segment) -> Pieces:
+        """Open the next block, for ``segment`` (a ping after the first, as Anthropic's)."""
+        index = self.blocks
+        kind = segment.kind
+        if kind == REASONING:
+            pieces: Pieces = [_THINKING_START % index]
+        elif kind == CALL:
+            pieces = [
+                _TOOL_START % (index, tool_id(self.mid, segment.call), dumps(segment.name)),
+                # Anthropic opens every tool's input with an empty piece.
+                _JSON_DELTA % index,
+                _DELTA_END,
+            ]
+        else:
+            pieces = [_TEXT_START % index]
+        if not index:
+            pieces.append(PING)
+        self.blocks = index + 1
+        self._open = segment
+        return pieces
+
+    def _close(self) -> Pieces:
+        """Close the open block: a thinking block's signature comes last."""
+        segment = self._open
+        if segment is None:
+            return []
+        self._open = None
+        index = self.blocks - 1
+        if segment.kind == REASONING:
+            return [_SIGNATURE_DELTA % (index, signature(self.mid)), _BLOCK_STOP % index]
+        return [_BLOCK_STOP % index]
 
     def finish(self, choice: ChoicePlan) -> Pieces:
         plan = self.plan
         reason, sequence = self.renderer.stop(plan, choice)
-        pieces: Pieces = [_BLOCK_STOP % i for i in range(self.blocks)]
+        if choice.segments is None:
+            pieces: Pieces = [_BLOCK_STOP % i for i in range(self.blocks)]
+        else:
+            pieces = self._close()
         pieces += (
             b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"',
             reason,

@@ -27,8 +27,15 @@ from mockoai.dialects.anthropic import errors
 from mockoai.dialects.anthropic.errors import AnthropicError
 from mockoai.dialects.openai import validate as openai_validate
 from mockoai.ops.config import MESSAGES, InputLimits
-from mockoai.sim import tokens
-from mockoai.sim.request import GenerationRequest
+from mockoai.sim import schema, tokens
+from mockoai.sim.request import (
+    TOOLS_AUTO,
+    TOOLS_NAMED,
+    TOOLS_NONE,
+    TOOLS_REQUIRED,
+    GenerationRequest,
+    Tool,
+)
 
 TOKENS_PER_MESSAGE = tokens.TOKENS_PER_MESSAGE
 REPLY_PRIMING = tokens.REPLY_PRIMING
@@ -94,6 +101,8 @@ BLOCKS = (
 )
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
+#: Anthropic's tool choices as the planner names them.
+_CHOICES = {"auto": TOOLS_AUTO, "any": TOOLS_REQUIRED, "tool": TOOLS_NAMED, "none": TOOLS_NONE}
 THINKING = ("enabled", "disabled", "adaptive")
 #: Anthropic's tool names: ``^[a-zA-Z0-9_-]{1,128}$``.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -462,16 +471,24 @@ def _tools(value: object, prompt: _Prompt) -> tuple[tuple[str, object], ...]:
                 raise _error(
                     f"{where}.name", "String should match pattern '^[a-zA-Z0-9_-]{1,128}$'"
                 )
-            schema = tool.get("input_schema")
-            if schema is None:
+            document = tool.get("input_schema")
+            if document is None:
                 raise missing(f"{where}.input_schema")
-            schema = _object(schema, f"{where}.input_schema")
-            if schema.get("type") != "object":
+            document = _object(document, f"{where}.input_schema")
+            if document.get("type") != "object":
                 raise one_of(f"{where}.input_schema.type", ("object",))
+            try:
+                schema.check(document)
+            except schema.Unsatisfiable:
+                raise errors.invalid(
+                    f"{where}.input_schema: JSON schema is invalid. It must match JSON Schema "
+                    "draft 2020-12 (https://json-schema.org/draft/2020-12). Learn more about "
+                    "tool use at https://docs.claude.com/en/docs/tool-use."
+                ) from None
             description = tool.get("description")
             if description is not None:
                 prompt.text(_string(description, f"{where}.description"), f"{where}.description")
-            found.append((name, schema))
+            found.append((name, document))
         if name in names:
             raise errors.invalid("tools: Tool names must be unique.")
         names.add(name)
@@ -614,6 +631,7 @@ def messages(body: dict[str, object], limits: InputLimits) -> tuple[GenerationRe
             raise errors.invalid(
                 "`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled."
             )
+    budget = extras.budget
     wanted = GenerationRequest(
         kind=MESSAGES,
         model=model,
@@ -621,6 +639,15 @@ def messages(body: dict[str, object], limits: InputLimits) -> tuple[GenerationRe
         max_tokens=max_tokens,
         stream=stream,
         stop=_stop_sequences(body.get("stop_sequences")),
+        tools=tuple(Tool(name, document) for name, document in extras.tools),
+        tool_choice=_CHOICES[extras.tool_choice],
+        tool_name=extras.tool_name,
+        parallel_tool_calls=extras.parallel,
+        after_tool_result=extras.after_tool_result,
+        # Thinking is sent, as thinking blocks; adaptive thinking: as much as
+        # the model's medium effort, within max_tokens.
+        reasoning_budget=None if budget is None else budget or max_tokens - 1,
+        reasoning_visible=True if budget is not None else None,
     )
     return wanted, extras
 
