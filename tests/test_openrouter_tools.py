@@ -34,8 +34,13 @@ BODY = "CreateChatCompletionResponse"
 THINKER = "openai/o4-mini"
 #: A reasoning model whose provider sends it (DeepSeek R1 and the like).
 TALKER = "deepseek/deepseek-r1"
+#: Breaks every stream once 6 tokens are out.
+FLAKY = "acme/flaky"
 REASONING_MODELS = (
     *MODELS,
+    ModelSpec(
+        FLAKY, "acme", completion_price=1e-6, stream_error_rate=1.0, stream_error_after=6
+    ),
     ModelSpec(
         THINKER, "openai", prompt_price=1.1e-6, completion_price=4.4e-6,
         overrides=(("reasoning", "hidden"),),
@@ -349,6 +354,23 @@ class ReasoningTests(OpenRouterShapeCase):
         header = next(d["tool_calls"][0] for d in deltas if "tool_calls" in d)
         self.assertEqual(header["function"], {"name": "get_weather", "arguments": ""})
 
+    def test_a_broken_stream_of_reasoning_and_calls(self) -> None:
+        extra = {"tools": [WEATHER], "reasoning": {"max_tokens": 3}, "seed": 1}
+        response, chunks = self.stream(chat(FLAKY, **extra), done=False)
+        *events, failure = chunks
+        self.assertEqual(failure["choices"][0]["finish_reason"], "error")
+        deltas = [c["delta"] for c in self.chunks_of(events, 0)]
+        thought = "".join(d.get("reasoning") or "" for d in deltas)
+        arguments = "".join(
+            d["tool_calls"][0]["function"]["arguments"] for d in deltas if "tool_calls" in d
+        )
+        sent = tokens.count_text(thought) + len(tokens.TOKEN.findall(arguments))
+        self.assertGreaterEqual(sent, 6)
+        record = self.record(response.header("X-Generation-Id") or "")
+        self.assertEqual(record["finish_reason"], "error")
+        self.assertEqual(record["tokens_completion"], sent)
+        self.assertEqual(record["native_tokens_reasoning"], tokens.count_text(thought))
+
     def test_completions_reason_out_of_sight(self) -> None:
         body = {"model": TALKER, "prompt": "Once upon a time"}
         response = self.post("completions", body)
@@ -373,23 +395,17 @@ class ReasoningTests(OpenRouterShapeCase):
 class SDKTests(SynchronousTestCase):
     """The ``openai`` SDK pointed at ``/api/v1``."""
 
-    server: ClassVar[MockoaiServer]
+    def test_tool_calls_and_reasoning(self) -> None:
+        # One server for both (trial runs no setUpClass).
+        server = MockoaiServer(articles=64, tokens_mean=30, tokens_stddev=5, models=["gpt-4o"])
+        server.start()
+        self.addCleanup(server.stop)
+        client = server.openai_client(base_url=f"{server.url}/api/v1", api_key=KEY)
+        self.stream_helper_assembles_tool_calls(client)
+        self.reasoning_in_model_extra(client)
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = MockoaiServer(
-            articles=64, tokens_mean=30, tokens_stddev=5, models=["gpt-4o"]
-        ).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
-
-    def client(self) -> openai.OpenAI:
-        return self.server.openai_client(base_url=f"{self.server.url}/api/v1", api_key=KEY)
-
-    def test_stream_helper_assembles_tool_calls(self) -> None:
-        with self.client().chat.completions.stream(
+    def stream_helper_assembles_tool_calls(self, client: openai.OpenAI) -> None:
+        with client.chat.completions.stream(
             model="gpt-4o",
             messages=[{"role": "user", "content": "Weather in Paris and the time?"}],
             tools=[WEATHER, TIME],  # type: ignore[list-item]
@@ -407,8 +423,7 @@ class SDKTests(SynchronousTestCase):
                 json.loads(call.function.arguments), schema_of(TOOLS[call.function.name])
             )
 
-    def test_reasoning_in_model_extra(self) -> None:
-        client = self.client()
+    def reasoning_in_model_extra(self, client: openai.OpenAI) -> None:
         completion = client.chat.completions.create(
             model="gpt-4o",
             messages=[{"role": "user", "content": "Think first."}],
