@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from mockoai.dialects.anthropic.dialect import Anthropic, MessagesDialect
 from mockoai.dialects.openai.dialect import OpenAI, OpenAIDialect
 from mockoai.dialects.openai.embeddings import Embeddings
+from mockoai.dialects.openai.responses import Responses, ResponsesDialect
 from mockoai.dialects.openrouter.api import OpenRouter
 from mockoai.dialects.openrouter.dialect import RouterDialect
 from mockoai.ops.config import CHAT, COMPLETIONS
@@ -74,7 +75,7 @@ class MockOAI:
         #: grace period is over (L{mockoai.pipeline.faults.cut_now}).
         self.streams: set[StreamProducer] = set()
 
-        def pipeline(dialect: OpenAIDialect | RouterDialect) -> Pipeline:
+        def pipeline(dialect: OpenAIDialect | RouterDialect | ResponsesDialect) -> Pipeline:
             return Pipeline(dialect, core, gate, stats, self.streams)
 
         self.openai_chat = pipeline(OpenAIDialect(openai, CHAT))
@@ -92,6 +93,10 @@ class MockOAI:
         )
         #: Not a generation: the same gate and engines, no pipeline of its own.
         self.embeddings = Embeddings(openai, gate, stats)
+        stored = core.settings.responses
+        #: The Responses API: its store, and its dialect of the pipeline.
+        self.responses = Responses(openai, stored.store_size, stored.store_ttl)
+        self.openai_responses = pipeline(ResponsesDialect(self.responses))
 
     # OpenAI.
 
@@ -106,6 +111,22 @@ class MockOAI:
     @app.route("/v1/embeddings", methods=["POST"])
     def create_embeddings(self, request: Request) -> bytes | Deferred[bytes]:
         return self.embeddings.create(request)
+
+    @app.route("/v1/responses", methods=["POST"])
+    def create_response(self, request: Request) -> Result:
+        return self.responses.create(request, self.openai_responses.generate)
+
+    @app.route("/v1/responses/<string:response_id>", methods=["GET"])
+    def get_response(self, request: Request, response_id: str) -> Deferred[bytes]:
+        return self.responses.retrieve(request, response_id)
+
+    @app.route("/v1/responses/<string:response_id>", methods=["DELETE"])
+    def delete_response(self, request: Request, response_id: str) -> Deferred[bytes]:
+        return self.responses.delete(request, response_id)
+
+    @app.route("/v1/responses/<string:response_id>/input_items", methods=["GET"])
+    def response_input_items(self, request: Request, response_id: str) -> Deferred[bytes]:
+        return self.responses.input_items(request, response_id)
 
     @app.route("/v1/models", methods=["GET"])
     def list_models(self, request: Request) -> bytes:

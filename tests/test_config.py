@@ -911,6 +911,8 @@ RAW: dict[str, object] = {
     "openrouter_processing_interval": "500",
     "openrouter_generations": "100",
     "openrouter_generation_ttl": "60",
+    "responses_store_size": "100",
+    "responses_store_ttl": "60",
     "access_log": True,
     "request_log": "/tmp/mockoai-test-requests.jsonl",
     "request_log_max_size": "1M",

@@ -409,8 +409,9 @@ class WorkersTests(SynchronousTestCase):
         with open(f"/proc/{workers[0]}/cmdline", "rb") as f:
             argv = f.read().decode().split("\0")
         run_dir = argv[argv.index("--worker-dir") + 1]
-        sockets = [name for name in os.listdir(run_dir) if name.endswith(".sock")]
-        self.assertEqual(len(sockets), 2)  # a socket per worker
+        sockets = sorted(name for name in os.listdir(run_dir) if name.endswith(".sock"))
+        # Per worker: its state for scrapes, and its answers to the others' questions.
+        self.assertEqual(sockets, ["ask-0.sock", "ask-1.sock", "worker-0.sock", "worker-1.sock"])
         self.assertEqual(server.stop(timeout=30), 0)
         for pid in workers:
             self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} still running")

@@ -1433,6 +1433,26 @@ class OpenRouterSettings:
 
 
 @attrs.frozen
+class ResponsesSettings:
+    """The Responses API's store (``store: true``, its default), bounded by count and age."""
+
+    store_size: int = setting(
+        4096,
+        _integer(0, 10_000_000),
+        "Responses kept for GET /v1/responses/{id} and previous_response_id (0 = none).",
+        name="responses_store_size",
+        metavar="N",
+    )
+    store_ttl: float = setting(
+        3600.0,
+        _number(1, 30 * 86400),
+        "Seconds a stored response stays retrievable.",
+        name="responses_store_ttl",
+        metavar="S",
+    )
+
+
+@attrs.frozen
 class ObservabilitySettings:
     """What the server tells about itself: access and request logs, the KV-cache gauge."""
 
@@ -1487,6 +1507,7 @@ class Settings:
     auth: AuthSettings = group(AuthSettings)
     cors: CorsSettings = group(CorsSettings)
     openrouter: OpenRouterSettings = group(OpenRouterSettings)
+    responses: ResponsesSettings = group(ResponsesSettings)
     observability: ObservabilitySettings = group(ObservabilitySettings)
 
     @classmethod

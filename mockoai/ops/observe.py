@@ -32,6 +32,7 @@ _EXACT = (
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/responses",
     "/v1/models",
     "/v1/messages",
     "/v1/messages/count_tokens",
@@ -58,6 +59,10 @@ def endpoint_label(path: bytes) -> str:
         return label
     if path.startswith(b"/v1/models/"):
         return "/v1/models/{model}"
+    if path.startswith(b"/v1/responses/"):
+        if path.endswith(b"/input_items"):
+            return "/v1/responses/{id}/input_items"
+        return "/v1/responses/{id}"
     if path.startswith(b"/api/v1/models/"):
         if path.endswith(b"/endpoints"):
             return "/api/v1/models/{model}/endpoints"
