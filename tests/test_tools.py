@@ -9,7 +9,7 @@ loop).
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import jsonschema
 from twisted.trial.unittest import SynchronousTestCase
@@ -448,15 +448,10 @@ class ReasoningTests(ToolTestCase):
 class SDKTests(SynchronousTestCase):
     """The official SDK's helpers, unchanged, against a real server."""
 
-    server: ClassVar[MockoaiServer]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = MockoaiServer(articles=64, tokens_mean=30, tokens_stddev=5).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
+    def setUp(self) -> None:
+        # One server per test: trial runs no setUpClass.
+        self.server = MockoaiServer(articles=64, tokens_mean=30, tokens_stddev=5).start()
+        self.addCleanup(self.server.stop)
 
     def client(self) -> openai.OpenAI:
         return self.server.openai_client(max_retries=0)

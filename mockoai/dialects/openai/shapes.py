@@ -17,8 +17,9 @@ import re
 
 import ujson
 
+from mockoai.dialects.openai import strict
 from mockoai.pipeline import errors
-from mockoai.sim import schema
+from mockoai.sim import output, schema
 from mockoai.sim.request import (
     TOOLS_AUTO,
     TOOLS_NAMED,
@@ -147,17 +148,17 @@ def _function(function: object, where: str) -> Tool:
     if strict_flag is not None and type(strict_flag) is not bool:
         raise errors.invalid_type(f"{where}.strict", "a boolean", strict_flag)
     if strict_flag:
-        from mockoai.dialects.openai import strict  # TEMP until the module lands
-
         strict.check_strict(parameters, name, "function", param)
-    _satisfiable(parameters, f"Invalid schema for function '{name}'", param)
-    return Tool(name, parameters)
+    return Tool(name, _satisfiable(parameters, f"Invalid schema for function '{name}'", param))
 
 
-def _satisfiable(document: object, what: str, param: str) -> None:
-    """A schema we could never answer to is the client's 400, not a wrong answer."""
+def _satisfiable(document: object, what: str, param: str) -> schema.CompiledSchema:
+    """
+    The schema compiled for the planner; one we could never answer to is
+    the client's 400, not a wrong answer.
+    """
     try:
-        schema.check(document)
+        return output.compiled(document)
     except schema.Unsatisfiable as e:
         raise errors.invalid(
             param, f"{what}: {e}", code="invalid_function_parameters" if "tools" in param else None
@@ -281,13 +282,10 @@ def _format(
                     "response_format.json_schema.schema", "an object", document
                 )
             if spec.get("strict") is True:
-                from mockoai.dialects.openai import strict  # TEMP until the module lands
-
                 strict.check_strict(document, name, "response_format", "response_format")
-            _satisfiable(
+            wanted.document = _satisfiable(
                 document, f"Invalid schema for response_format '{name}'", "response_format"
             )
-            wanted.document = document
         elif kind != "text":
             raise errors.invalid_value(
                 "response_format.type", kind, ("json_schema", "json_object", "text")
@@ -301,8 +299,7 @@ def _format(
                 raise errors.invalid("guided_json", "guided_json is not valid JSON.") from None
         if type(guided) is not dict:
             raise errors.invalid_type("guided_json", "an object", guided)
-        _satisfiable(guided, "Invalid guided_json schema", "guided_json")
-        wanted.document = guided
+        wanted.document = _satisfiable(guided, "Invalid guided_json schema", "guided_json")
     options = body.get("guided_choice")
     if options is not None:
         if type(options) is not list or not options or not all(type(o) is str for o in options):
