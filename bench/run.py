@@ -403,7 +403,8 @@ def measure_streams(
     """
     Streams at each concurrency: unpaced (events/s) or paced (gap vs ITL).
     ``endpoint`` is one of sse_load.py's: chat, or another API's streams
-    (``tools``: chat whose events are a tool call's argument fragments).
+    (``tools``: chat whose events are a tool call's argument fragments;
+    ``messages``: Anthropic's Messages API, its text deltas).
     """
     kind = f"paced {paced:g} ms" if paced else "unpaced"
     if endpoint != "chat":
@@ -699,8 +700,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-mockoai", action="store_true", help="the baseline alone")
     p.add_argument(
         "--only",
-        default="wrk,stream,tools,paced,openloop,idle",
-        help="comma list of parts: wrk, stream, tools, paced, openloop, idle",
+        default="wrk,stream,tools,messages,paced,openloop,idle",
+        help="comma list of parts: wrk, stream, tools, messages, paced, openloop, idle",
     )
     p.add_argument("--streams", default="1,64,256,1000", help="stream concurrency levels")
     p.add_argument("--itl", type=float, default=20.0, help="ms between events when paced")
@@ -834,6 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "tools" in parts:
             # Streamed tool calls beside plain streams, at the middle level.
             measure_streams(ctx, up, table, [64], None, "tools")
+        if "messages" in parts:
+            # Anthropic's Messages streams beside chat's, in the same run.
+            measure_streams(ctx, up, table, levels, None, "messages")
         if "openloop" in parts:
             measure_open_loop(ctx, up, table)
         if "idle" in parts:
@@ -842,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def paced_phase(up: list[Server]) -> None:
         measure_streams(ctx, up, table, levels, args.itl)
 
-    if parts & {"wrk", "stream", "tools", "openloop", "idle"}:
+    if parts & {"wrk", "stream", "tools", "messages", "openloop", "idle"}:
         phases.append(([], plain_phase))
     if "paced" in parts:
         phases.append((["--itl", f"{args.itl:g}"], paced_phase))

@@ -61,6 +61,13 @@ MODELS = {"chat": "gpt-4o", "completions": "gpt-3.5-turbo-instruct"}
 CONTENT_KEYS = {"chat": b'"content":"', "completions": b'"text":"'}
 # Streamed tool calls: chat with a tool it must call (arguments paced like text).
 PATHS["tools"], MODELS["tools"], CONTENT_KEYS["tools"] = PATHS["chat"], "gpt-4o", b'"arguments":"'
+# Anthropic's Messages API: text_delta events, framed with event: lines, ending on message_stop.
+PATHS["messages"], MODELS["messages"], CONTENT_KEYS["messages"] = (
+    "/v1/messages",
+    "claude-sonnet-4-6",
+    b'"text":"',
+)
+ANTHROPIC_HEADERS = ["anthropic-version: 2023-06-01", "x-api-key: mockoai-bench"]
 TOOL = {
     "type": "function",
     "function": {
@@ -93,6 +100,12 @@ class ProtocolError(Exception):
 def build_body(endpoint: str, model: str, max_tokens: int, stream: bool) -> bytes:
     """A realistic request body: a system and a user message, or the same as a prompt."""
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0.7}
+    if endpoint == "messages":
+        body["system"] = SYSTEM
+        body["messages"] = [{"role": "user", "content": USER}]
+        if stream:
+            body["stream"] = True
+        return json.dumps(body, separators=(",", ":")).encode()
     if endpoint == "tools":
         body["tools"] = [TOOL]
         body["tool_choice"] = "required"
@@ -112,6 +125,8 @@ def build_body(endpoint: str, model: str, max_tokens: int, stream: bool) -> byte
 def build_request(method: str, host: str, port: int, path: str, body: bytes | None) -> bytes:
     """One HTTP/1.1 keep-alive request, as bytes ready to write."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: mockoai-bench"]
+    if path == PATHS["messages"]:
+        lines += ANTHROPIC_HEADERS
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         lines.append("Accept: text/event-stream" if b'"stream":true' in body else "Accept: */*")
@@ -388,6 +403,8 @@ class SseCounter:
             start = block.rfind(b"\n", 0, done) + 1
             if block[start : block.find(b"\n", done)] in (b"data: [DONE]", b"data:[DONE]"):
                 self.done = True
+        elif b"event: message_stop" in block:  # Anthropic's end of stream
+            self.done = True
         k = count_content(block, self.key)
         if k:
             self._content(k, t)
@@ -414,8 +431,15 @@ class SseCounter:
         self.last = t
 
     def _usage(self, payload: bytes) -> None:
+        data = payload.find(b"data:")  # after an event: line (Anthropic's)
+        if data >= 0:
+            payload = payload[data + 5 :]
         try:
-            usage = int(json.loads(payload)["usage"]["completion_tokens"])
+            body = json.loads(payload)
+            if "message" in body:
+                return  # Anthropic's message_start: the count so far, not the total
+            counts = body["usage"]
+            usage = int(counts.get("completion_tokens", counts.get("output_tokens")))
         except (ValueError, KeyError, TypeError):
             self.s.errors["event:bad_usage"] += 1
         else:
@@ -434,7 +458,7 @@ class SseCounter:
             return
         if _CONTENT_RE.search(payload) is not None:
             self._content(1, t)
-        elif payload.startswith(b'{"error"'):
+        elif payload.startswith((b'{"error"', b'{"type":"error"')):
             self.s.errors["event:error"] += 1
         if b'"usage"' in payload and _USAGE_RE.search(payload) is not None:
             self._usage(payload)
