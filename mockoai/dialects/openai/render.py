@@ -17,6 +17,7 @@ import string
 from collections.abc import Sequence
 
 from mockoai.apierror import APIError
+from mockoai.dialects.openai.logprobs import CHAT_EMPTY, TEXT_EMPTY, ChatLogprobs, TextLogprobs
 from mockoai.pipeline.ids import IdMaker
 from mockoai.pipeline.media import dumps
 from mockoai.pipeline.stream import Pieces
@@ -107,11 +108,23 @@ class Renderer:
             b"%d" % created,
             self.chat_model,
         ]
+        logprobs = None if plan.wanted.logprobs is None else ChatLogprobs(self.corpus, plan)
         for choice in plan.choices:
             if choice.index:
                 pieces.append(b",")
             if choice.segments is not None:
-                pieces += self._shaped_choice(choice, legacy)
+                pieces += self._shaped_choice(choice, legacy, logprobs)
+                continue
+            if logprobs is not None:
+                pieces += (
+                    b'{"index":%d,"message":{"role":"assistant","content":"' % choice.index,
+                    view[choice.start : choice.end],
+                    b'","refusal":null,"annotations":[]},"logprobs":',
+                    logprobs.choice(choice),
+                    b',"finish_reason":"',
+                    choice.finish_reason.encode(),
+                    b'"}',
+                )
                 continue
             pieces += (
                 b'{"index":%d,"message":{"role":"assistant","content":"' % choice.index,
@@ -127,7 +140,9 @@ class Renderer:
         )
         return b"".join(pieces)
 
-    def _shaped_choice(self, choice: ChoicePlan, legacy: bool) -> Pieces:
+    def _shaped_choice(
+        self, choice: ChoicePlan, legacy: bool, logprobs: ChatLogprobs | None = None
+    ) -> Pieces:
         """A choice with reasoning, a document or tool calls, whole (L{mockoai.sim.output})."""
         text: Segment | None = None
         reasoning: Segment | None = None
@@ -173,7 +188,9 @@ class Renderer:
                 )
             pieces.append(b"]")
         pieces += (
-            b',"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"',
+            b',"refusal":null,"annotations":[]},"logprobs":',
+            b"null" if logprobs is None else logprobs.choice(choice),
+            b',"finish_reason":"',
             finish_reason(choice, legacy),
             b'"}',
         )
@@ -189,6 +206,7 @@ class Renderer:
             b"%d" % created,
             self.text_model,
         ]
+        logprobs = None if plan.wanted.logprobs is None else TextLogprobs(self.corpus, plan)
         for choice in plan.choices:
             if choice.index:
                 pieces.append(b",")
@@ -196,7 +214,10 @@ class Renderer:
                 b'{"text":"',
                 echo[choice.index // plan.wanted.n] if echo else b"",
                 view[choice.start : choice.end] if choice.segments is None else text_of(choice),
-                b'","index":%d,"logprobs":null,"finish_reason":"' % choice.index,
+                b'","index":%d,"logprobs":null,"finish_reason":"' % choice.index
+                if logprobs is None
+                else b'","index":%d,"logprobs":%s,"finish_reason":"'
+                % (choice.index, logprobs.choice(choice)),
                 choice.finish_reason.encode(),
                 b'"}',
             )
@@ -213,7 +234,10 @@ class Renderer:
         head = b"".join(
             (self.chunk_head, rid.encode(), self.chunk_object, b"%d" % created, self.chunk_model)
         )
-        stream = ChatStream(self.corpus, plan, head)
+        if plan.wanted.logprobs is None:
+            stream = ChatStream(self.corpus, plan, head)
+        else:
+            stream = LogprobChatStream(self.corpus, plan, head)
         if legacy or any(c.segments is not None for c in plan.choices):
             stream.ids = self.ids
             stream.legacy = legacy
@@ -229,7 +253,9 @@ class Renderer:
                 self.text_chunk_model,
             )
         )
-        return TextStream(self.corpus, plan, head)
+        if plan.wanted.logprobs is None:
+            return TextStream(self.corpus, plan, head)
+        return LogprobTextStream(self.corpus, plan, head)
 
 
 def finish_reason(choice: ChoicePlan, legacy: bool = False) -> bytes:
@@ -325,6 +351,8 @@ class EventStream:
 
 
 _DELTA_END = b'},"logprobs":null,"finish_reason":null}]'
+#: The same, with logprobs asked for, for a chunk without content tokens.
+_DELTA_EMPTY = b'},"logprobs":' + CHAT_EMPTY + b',"finish_reason":null}]'
 
 
 class ChatStream(EventStream):
@@ -333,9 +361,12 @@ class ChatStream(EventStream):
     #: Set for answers with tool calls: their ids, and the legacy functions API's shape.
     ids: IdMaker | None = None
     legacy = False
+    #: Set when the request asks for logprobs.
+    logprobs: ChatLogprobs | None = None
 
     def opening(self, choice: ChoicePlan) -> Pieces:
         segments = choice.segments
+        logprobs = self.logprobs
         if segments and segments[0].kind == CALL:
             # The first call's header rides on the role chunk, as OpenAI's does.
             return [
@@ -343,7 +374,14 @@ class ChatStream(EventStream):
                 b'%d,"delta":{"role":"assistant","content":null,' % choice.index,
                 self._call_header(segments[0]),
                 b',"refusal":null',
-                _DELTA_END,
+                _DELTA_END if logprobs is None else _DELTA_EMPTY,
+                *self._end(),
+            ]
+        if logprobs is not None:
+            return [
+                self.head,
+                b'%d,"delta":{"role":"assistant","content":"","refusal":null' % choice.index,
+                _DELTA_EMPTY,
                 *self._end(),
             ]
         return [
@@ -376,6 +414,11 @@ class ChatStream(EventStream):
         head = self.head
         number = b"%d" % choice.index
         kind = segment.kind
+        logprobs = self.logprobs
+        if logprobs is None:
+            close = _DELTA_END
+        else:
+            close = b'},"logprobs":%s,"finish_reason":null}]' % logprobs.span(choice, event)
         if kind == TEXT:
             return [
                 head,
@@ -383,7 +426,7 @@ class ChatStream(EventStream):
                 b',"delta":{"content":"',
                 segment.view[start:end],
                 b'"',
-                _DELTA_END,
+                close,
                 *self._end(),
             ]
         if kind == REASONING:
@@ -393,7 +436,7 @@ class ChatStream(EventStream):
                 b',"delta":{"reasoning_content":"',
                 segment.view[start:end],
                 b'"',
-                _DELTA_END,
+                close,
                 *self._end(),
             ]
         pieces: Pieces = []
@@ -404,7 +447,7 @@ class ChatStream(EventStream):
                 number,
                 b',"delta":{',
                 self._call_header(segment),
-                _DELTA_END,
+                close,
                 *self._end(),
             )
         if self.legacy:
@@ -418,7 +461,7 @@ class ChatStream(EventStream):
             fragment,
             segment.view[start:end],
             b'"}}]' if not self.legacy else b'"}',
-            _DELTA_END,
+            close,
             *self._end(),
         )
         return pieces
@@ -440,6 +483,34 @@ class ChatStream(EventStream):
             self.head,
             b'%d,"delta":{},"logprobs":null,"finish_reason":"%s"}]'
             % (choice.index, finish_reason(choice, self.legacy)),
+            *self._end(),
+        ]
+
+
+class LogprobChatStream(ChatStream):
+    """
+    Chunks with logprobs: each content chunk carries its tokens' entries.  A
+    class of its own, so that a plain stream's events check nothing.
+    """
+
+    logprobs: ChatLogprobs
+
+    def __init__(self, corpus: Corpus, plan: Plan, head: bytes) -> None:
+        super().__init__(corpus, plan, head)
+        self.logprobs = ChatLogprobs(corpus, plan)
+
+    def content(self, choice: ChoicePlan, event: int) -> Pieces:
+        if choice.segments is not None:
+            return self._shaped(choice, event)
+        bounds = choice.bounds
+        self._count(choice, event)
+        return [
+            self.head,
+            b'%d,"delta":{"content":"' % choice.index,
+            self.view[bounds[event] : bounds[event + 1]],
+            b'"},"logprobs":',
+            self.logprobs.event(choice, event),
+            b',"finish_reason":null}]',
             *self._end(),
         ]
 
@@ -485,6 +556,53 @@ class TextStream(EventStream):
             self.head,
             b'{"text":"","index":%d,"logprobs":null,"finish_reason":"%s"}]'
             % (choice.index, choice.finish_reason.encode()),
+            *self._end(),
+        ]
+
+
+class LogprobTextStream(TextStream):
+    """Completions events with logprobs: each carries its tokens' columns."""
+
+    logprobs: TextLogprobs
+
+    def __init__(self, corpus: Corpus, plan: Plan, head: bytes) -> None:
+        super().__init__(corpus, plan, head)
+        self.logprobs = TextLogprobs(corpus, plan)
+
+    def opening(self, choice: ChoicePlan) -> Pieces:
+        if not self.echo:
+            return []
+        return [
+            self.head,
+            b'{"text":"',
+            self.echo[choice.index // self.plan.wanted.n],
+            b'","index":%d,"logprobs":%s,"finish_reason":null}]'
+            % (choice.index, self.logprobs.echoed(choice)),
+            *self._end(),
+        ]
+
+    def content(self, choice: ChoicePlan, event: int) -> Pieces:
+        self._count(choice, event)
+        if choice.segments is not None:
+            index, start, end = choice.spans[event]
+            text = choice.segments[index].view[start:end]
+        else:
+            bounds = choice.bounds
+            text = self.view[bounds[event] : bounds[event + 1]]
+        return [
+            self.head,
+            b'{"text":"',
+            text,
+            b'","index":%d,"logprobs":%s,"finish_reason":null}]'
+            % (choice.index, self.logprobs.event(choice, event)),
+            *self._end(),
+        ]
+
+    def finish(self, choice: ChoicePlan) -> Pieces:
+        return [
+            self.head,
+            b'{"text":"","index":%d,"logprobs":%s,"finish_reason":"%s"}]'
+            % (choice.index, TEXT_EMPTY, choice.finish_reason.encode()),
             *self._end(),
         ]
 
