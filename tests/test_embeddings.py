@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
@@ -362,16 +362,12 @@ class TimingTests(SynchronousTestCase):
 class SDKTests(SynchronousTestCase):
     """The official SDK against ``twistd -n mockoai``: float and base64 decode alike."""
 
-    server: ClassVar[TwistdProcess]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = TwistdProcess(["--articles", "64"]).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
-        cls.server.cleanup()
+    def setUp(self) -> None:
+        # A server per test: trial runs no setUpClass.
+        self.server = TwistdProcess(["--articles", "64"])
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        self.addCleanup(self.server.stop)
 
     def test_float_and_base64(self) -> None:
         client = openai.OpenAI(base_url=f"{self.server.base_url}/v1", api_key="x", max_retries=0)

@@ -658,16 +658,12 @@ class ToolTests(ResponsesTestCase):
 class SDKTests(SynchronousTestCase):
     """The official SDK, unchanged, against ``twistd -n mockoai``."""
 
-    server: ClassVar[TwistdProcess]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = TwistdProcess(SMALL).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
-        cls.server.cleanup()
+    def setUp(self) -> None:
+        # A server per test: trial runs no setUpClass.
+        self.server = TwistdProcess(SMALL)
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        self.addCleanup(self.server.stop)
 
     def sdk(self) -> Any:
         client = openai.OpenAI(
