@@ -39,6 +39,11 @@ def _number(value: float) -> bytes:
 
 _TEXT_OPEN = b',"logprobs":null,"finish_reason":null,"native_finish_reason":null}]}\n\n'
 _CHAT_OPEN = b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+#: A chat choice up to its message's ``content`` value.
+_CHOICE = (
+    b'{"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s","index":%d,'
+    b'"message":{"role":"assistant","content":'
+)
 #: ``reasoning_details`` around one piece of reasoning text: OpenRouter's
 #: ``reasoning.text`` detail, of a provider that names no format.
 _DETAIL_HEAD = b'"reasoning_details":[{"type":"reasoning.text","text":"'
@@ -120,27 +125,28 @@ class RouterRenderer:
         view = self.corpus.view
         pieces: Pieces = [b'{"id":"', gid.encode(), self.chat_head, b"%d" % created]
         pieces.append(b',"choices":[')
+        reasoning = 0
         for choice in plan.choices:
             if choice.index:
                 pieces.append(b",")
             reason = choice.finish_reason.encode()
-            pieces.append(
-                b'{"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s","index":%d,'
-                b'"message":{"role":"assistant","content":' % (reason, reason, choice.index)
-            )
-            if choice.segments is not None:
+            if choice.segments is None:
+                pieces += (
+                    _CHOICE % (reason, reason, choice.index),
+                    b'"',
+                    view[choice.start : choice.end],
+                    b'","refusal":null,"reasoning":null}}',
+                )
+                reasoning += choice.hidden
+            else:
+                pieces.append(_CHOICE % (reason, reason, choice.index))
                 pieces += self._shaped_message(choice.segments)
-                continue
-            pieces += (
-                b'"',
-                view[choice.start : choice.end],
-                b'","refusal":null,"reasoning":null}}',
-            )
+                reasoning += choice.reasoning_tokens
         pieces += (
             b"]",
             self.tail,
             b',"usage":',
-            self.usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
+            self.usage(plan.prompt_tokens, plan.completion_tokens, reasoning),
             b"}",
         )
         return b"".join(pieces)
