@@ -166,6 +166,14 @@ class ToolCallTests(OpenRouterShapeCase):
         self.assertTrue(choice["message"]["content"])
         self.assertNotIn("tool_calls", choice["message"])
 
+    def test_legacy_functions_answer_in_tool_calls(self) -> None:
+        body = self.answer(chat(functions=[WEATHER["function"]]))
+        choice = body["choices"][0]
+        self.assertEqual(choice["finish_reason"], "tool_calls")
+        self.assertNotIn("function_call", choice["message"])
+        [call] = choice["message"]["tool_calls"]
+        jsonschema.validate(json.loads(call["function"]["arguments"]), schema_of(WEATHER))
+
     def test_openai_refusals_in_openrouter_envelope(self) -> None:
         response = self.post("chat/completions", chat(tool_choice="required"))
         error = self.error(response, 400)
