@@ -438,11 +438,17 @@ class ErrorTests(MessagesTestCase):
         )
         none = self.post(headers={"anthropic-version": "2023-06-01"})
         self.assertEqual(none.json()["error"]["message"], "x-api-key header is required")
+        # Refused from its head, before routing: the request id under Anthropic's name too.
+        for refused in (wrong, none):
+            self.assertTrue(refused.header("x-request-id"))
+            self.assertEqual(refused.header("request-id"), refused.header("x-request-id"))
 
     def test_too_large(self) -> None:
         self.use(max_body_size=2048)
         big = self.post(messages=[{"role": "user", "content": "x" * 4096}])
         self.assertEqual(big.status, 413)
+        self.assertTrue(big.header("x-request-id"))
+        self.assertEqual(big.header("request-id"), big.header("x-request-id"))
         self.assertEqual(
             big.json(),
             {

@@ -54,6 +54,26 @@ class Envelopes:
         return self.for_path(path)(error)
 
 
+def id_header(envelope: Envelope) -> bytes | None:
+    """
+    The header an API also names the request id under (Anthropic's
+    ``request-id``), when its envelope says one: the site sends
+    ``x-request-id`` on every answer, whatever the API.
+    """
+    return getattr(envelope, "id_header", None)
+
+
+def response_header(request: Request, name: bytes) -> bytes | None:
+    """A header already set on ``request``'s answer, on either HTTP/1.1 stack or HTTP/2."""
+    get = getattr(request, "getResponseHeader", None)
+    if get is not None:
+        value: bytes | None = get(name)
+        return value
+    headers = getattr(request, "responseHeaders", None)
+    values = headers.getRawHeaders(name) if headers is not None else None
+    return values[-1] if values else None
+
+
 def write_error(request: Request, error: APIError, envelope: Envelope = openai_envelope) -> None:
     """
     Answer ``request`` with ``error`` and finish it: status, JSON content
@@ -79,6 +99,11 @@ def error_response(
     request.setHeader(b"Content-Type", JSON)
     for name, value in error.headers:
         request.setHeader(name, value)
+    alias = id_header(envelope)
+    if alias is not None:
+        rid = response_header(request, b"x-request-id")
+        if rid is not None:
+            request.setHeader(alias, rid)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
 

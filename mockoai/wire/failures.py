@@ -79,10 +79,14 @@ def refusal(
     The whole answer of a connection refused with ``error`` and closed:
     status line, JSON content type and length, the error's own headers
     (``Retry-After``) and any ``headers`` given (CORS), ``x-request-id`` as
-    every answer has, and ``Connection: close``.
+    every answer has (and under the API's own name, when it has one), and
+    ``Connection: close``.
     """
     body = envelope(error)
     extra = b"".join(b"%s: %s\r\n" % header for header in (*error.headers, *headers))
+    alias = errors.id_header(envelope)
+    if alias is not None:
+        extra += b"%s: %s\r\n" % (alias, request_id)
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
         b"%sx-request-id: %s\r\nConnection: close\r\n\r\n%s"

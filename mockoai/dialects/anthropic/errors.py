@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mockoai.apierror import APIError, OverloadedError
 from mockoai.pipeline.auth import KeyRefusals
+from mockoai.pipeline.errors import response_header
 from mockoai.pipeline.limits import RateLimited
 from mockoai.pipeline.media import dumps
 
@@ -88,13 +89,21 @@ class AnthropicError(APIError):
         return render(self.type, self.message, self.request_id)
 
 
-def envelope(error: APIError) -> bytes:
+class _Envelope:
     """Any error in Anthropic's envelope: its type by status, OpenAI's wording kept."""
-    if isinstance(error, AnthropicError):
-        return error.body()
-    status = error.status
-    message = TOO_LARGE if status == 413 else error.message
-    return render(error_type(status), message)
+
+    #: Anthropic names the request id ``request-id`` (L{mockoai.pipeline.errors.id_header}).
+    id_header = b"request-id"
+
+    def __call__(self, error: APIError) -> bytes:
+        if isinstance(error, AnthropicError):
+            return error.body()
+        status = error.status
+        message = TOO_LARGE if status == 413 else error.message
+        return render(error_type(status), message)
+
+
+envelope = _Envelope()
 
 
 def translate(error: APIError, request_id: str | None = None) -> AnthropicError:
@@ -166,15 +175,7 @@ KEY_REFUSALS = KeyRefusals(missing_key, lambda _: unknown_key())
 
 def request_id(request: Request) -> bytes | None:
     """The id the site gave ``request`` (its ``x-request-id``), on either HTTP stack."""
-    get = getattr(request, "getResponseHeader", None)
-    if get is not None:
-        value: bytes | None = get(b"x-request-id")
-        return value
-    headers = getattr(request, "responseHeaders", None)
-    if headers is None:
-        return None
-    values = headers.getRawHeaders(b"x-request-id")
-    return values[-1] if values else None
+    return response_header(request, b"x-request-id")
 
 
 def stamp(request: Request) -> str | None:
