@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -590,6 +593,31 @@ class UnsatisfiableTests(SynchronousTestCase):
         # A oneOf cannot drop a branch it does not understand: it could match the document.
         self.assertUnsatisfiable({"oneOf": [{"type": "string"}, {"if": {}}]}, "#/oneOf/1", "'if'")
 
+    def test_documents_too_large_to_draw(self) -> None:
+        # Request-time schemas must not hold the reactor: refused in microseconds.
+        for s in [
+            {"type": "array", "minItems": 10**8},
+            {"type": "string", "minLength": 10**9},
+            {"type": "object", "minProperties": 10**7},
+            {"type": "string", "pattern": "^a{1000000}$"},
+        ]:
+            self.assertUnsatisfiable(s, "#", "the smallest document has")
+        deep: dict[str, Any] = {"type": "string"}
+        for _ in range(3000):
+            deep = {"type": "array", "items": deep}
+        self.assertUnsatisfiable(deep, "#", "nests too deeply")
+
+    def test_large_optional_parts_are_left_out(self) -> None:
+        s = {
+            "type": "object",
+            "properties": {
+                "big": {"type": "array", "minItems": 10**7},
+                "x": {"anyOf": [{"type": "string", "minLength": 10**6}, {"type": "null"}]},
+            },
+        }
+        for doc in documents(self, s, 20):
+            self.assertIn(doc, ({}, {"x": None}))
+
     def test_check_is_quiet_for_satisfiable_schemas(self) -> None:
         for s in [{}, True, {"type": "object"}, {"items": {"type": "string"}}, {"enum": [None]}]:
             schema.check(s)
@@ -613,6 +641,42 @@ class DeterminismTests(SynchronousTestCase):
         again = [schema.generate(self.SCHEMA, draws(seed), VOCABULARY) for seed in range(10)]
         self.assertEqual(first, again)
         self.assertGreater(len({json.dumps(d) for d in first}), 8)
+
+    def test_same_document_in_every_process(self) -> None:
+        """Set order varies with the hash seed; documents must not (seeded requests, workers)."""
+        script = (
+            "import json, numpy as np\n"
+            "from mockoai.sim import schema\n"
+            "from mockoai.sim.sampling import Draws\n"
+            "from mockoai.sim.corpus import VOCABULARY\n"
+            f"s = {self.MIXED!r}\n"
+            "draws = [Draws(np.random.default_rng(k)) for k in range(20)]\n"
+            "print(json.dumps([schema.generate(s, d, VOCABULARY) for d in draws]))\n"
+        )
+        outputs = {
+            subprocess.run(
+                [sys.executable, "-c", script],
+                env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                capture_output=True,
+                check=True,
+                text=True,
+            ).stdout
+            for seed in (1, 2, 3)
+        }
+        self.assertEqual(len(outputs), 1)
+        self.assertEqual(len(json.loads(outputs.pop())), 20)
+
+    MIXED = {
+        "type": "object",
+        "properties": {
+            "a": {"type": ["string", "integer", "null", "boolean", "array"]},
+            "b": {"anyOf": [{"type": "number"}, {"type": "object", "properties": {"x": {}}}]},
+            "c": {"oneOf": [{"type": "integer"}, {"type": "number"}, {"type": ["string", "null"]}]},
+            "d": {"minLength": 3, "maxItems": 2, "minimum": 4},
+            "e": {"not": {"type": ["string", "array"]}},
+        },
+        "required": ["a", "b", "c", "d", "e"],
+    }
 
     def test_compiled_schema_draws_the_same(self) -> None:
         compiled = schema.CompiledSchema(self.SCHEMA)
