@@ -585,6 +585,30 @@ class ToolTests(ResponsesTestCase):
             previous_response_id=first["id"],
         )
 
+    def test_strict_unless_told_otherwise(self) -> None:
+        loose = {"type": "object", "properties": {"city": {"type": "string"}}}
+        tool = {"type": "function", "name": "get_weather", "parameters": loose}
+        self.assertError(
+            400,
+            "Invalid schema for function 'get_weather': In context=(), 'additionalProperties' "
+            "is required to be supplied and to be false.",
+            "invalid_function_parameters",
+            "tools[0].parameters",
+            tools=[tool],
+        )
+        data = self.ok(tools=[dict(tool, strict=False)])
+        self.assertEqual(data["tools"][0]["strict"], False)
+        fmt = {"type": "json_schema", "name": "Loose", "schema": loose, "strict": True}
+        self.assertError(
+            400,
+            "Invalid schema for response_format 'Loose': In context=(), 'additionalProperties' "
+            "is required to be supplied and to be false.",
+            "invalid_json_schema",
+            "text.format.schema",
+            text={"format": fmt},
+        )
+        self.ok(text={"format": dict(fmt, strict=False)})
+
     def test_named_and_none(self) -> None:
         named = self.ok(
             input="x", tools=self.TOOLS, tool_choice={"type": "function", "name": "get_weather"}

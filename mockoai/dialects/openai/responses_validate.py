@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from mockoai.dialects.openai import shapes, validate
+from mockoai.dialects.openai.strict import RESPONSE_FORMAT, check_strict
 from mockoai.ops.config import InputLimits
 from mockoai.pipeline import errors
 from mockoai.pipeline.errors import APIError
@@ -485,12 +486,11 @@ def _function(tool: object, where: str, model: str, params: Params) -> Tool:
     if strict is not None and type(strict) is not bool:
         raise errors.invalid_type(f"{where}.strict", "a boolean", strict)
     description = _string(tool, "description")
-    # Chat's checks of a function (its schema's type, that an answer can
-    # satisfy it): a flat tool is its function.  Not strict mode's rules,
-    # which the Responses API applies by default: mockoai takes a schema
-    # OpenAI's strict mode would refuse.
-    checked = {k: v for k, v in tool.items() if k != "strict"}
-    schema = shapes._function(checked, where).schema
+    # Chat's checks of a function (its schema's type, strict mode's rules,
+    # that an answer can satisfy it): a flat tool is its function, and the
+    # Responses API is strict unless told otherwise.
+    checked = shapes._function(tool if strict is not None else {**tool, "strict": True}, where)
+    schema = checked.schema
     # The Responses API is strict unless told otherwise.
     params.tools.append(
         {
@@ -602,6 +602,10 @@ def _text(
             strict = fmt.get("strict")
             if strict is not None and type(strict) is not bool:
                 raise errors.invalid_type("text.format.strict", "a boolean", strict)
+            if strict:
+                check_strict(
+                    schema, name, RESPONSE_FORMAT, "text.format.schema", "invalid_json_schema"
+                )
             shapes._satisfiable(
                 schema, f"Invalid schema for response format '{name}'", "text.format.schema"
             )
