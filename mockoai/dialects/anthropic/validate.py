@@ -27,7 +27,7 @@ from mockoai.dialects.anthropic import errors
 from mockoai.dialects.anthropic.errors import AnthropicError
 from mockoai.dialects.openai import validate as openai_validate
 from mockoai.ops.config import MESSAGES, InputLimits
-from mockoai.sim import schema, tokens
+from mockoai.sim import output, schema, tokens
 from mockoai.sim.request import (
     TOOLS_AUTO,
     TOOLS_NAMED,
@@ -112,7 +112,7 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 class Extras:
     """What a Messages request asks beyond plain text: tools and thinking."""
 
-    #: (name, input_schema) of each custom tool, in order.
+    #: (name, compiled input_schema) of each custom tool, in order.
     tools: tuple[tuple[str, object], ...] = ()
     #: auto, any, tool or none; ``tool_name`` for tool.
     tool_choice: str = "auto"
@@ -478,7 +478,8 @@ def _tools(value: object, prompt: _Prompt) -> tuple[tuple[str, object], ...]:
             if document.get("type") != "object":
                 raise one_of(f"{where}.input_schema.type", ("object",))
             try:
-                schema.check(document)
+                # Compiled once, for every call drawn from it (cached across requests).
+                compiled = output.compiled(document)
             except schema.Unsatisfiable:
                 raise errors.invalid(
                     f"{where}.input_schema: JSON schema is invalid. It must match JSON Schema "
@@ -488,7 +489,7 @@ def _tools(value: object, prompt: _Prompt) -> tuple[tuple[str, object], ...]:
             description = tool.get("description")
             if description is not None:
                 prompt.text(_string(description, f"{where}.description"), f"{where}.description")
-            found.append((name, document))
+            found.append((name, compiled))
         if name in names:
             raise errors.invalid("tools: Tool names must be unique.")
         names.add(name)
