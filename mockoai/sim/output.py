@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_output -*-
+# -*- test-case-name: tests.test_tools -*-
 """
 What a choice says when it is more than corpus text: reasoning, a JSON
 document, or calls to the request's tools.
@@ -15,7 +15,7 @@ wire shape a segment takes (``tool_calls``, ``tool_use``, ``reasoning``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import ujson
 
@@ -24,8 +24,12 @@ from mockoai.sim.corpus import ARTICLE_LEAD, VOCABULARY, Corpus
 from mockoai.sim.request import TOOLS_NAMED, TOOLS_NONE, TOOLS_REQUIRED, GenerationRequest, Tool
 from mockoai.sim.tokens import TOKEN
 
-if TYPE_CHECKING:
-    from mockoai.sim.sampling import Draws
+
+class Draws(schema.Draws, Protocol):
+    """The request's random numbers (L{mockoai.sim.sampling.Draws})."""
+
+    def uniform(self) -> float: ...
+
 
 REASONING = "reasoning"
 TEXT = "text"
