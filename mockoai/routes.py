@@ -24,6 +24,7 @@ from mockoai.dialects.openai.embeddings import Embeddings
 from mockoai.dialects.openai.responses import Responses, ResponsesDialect
 from mockoai.dialects.openrouter.api import OpenRouter
 from mockoai.dialects.openrouter.dialect import RouterDialect
+from mockoai.dialects.openrouter.responses import RouterResponsesDialect
 from mockoai.ops.config import CHAT, COMPLETIONS
 from mockoai.ops.dashboard import Dashboard
 from mockoai.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -37,6 +38,7 @@ from mockoai.wire import failures
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
     from mockoai.ops.stats import Stats
+    from mockoai.pipeline.dialect import Dialect
     from mockoai.pipeline.gate import Gate
     from mockoai.pipeline.stream import StreamProducer
     from mockoai.sim.core import Core
@@ -75,7 +77,7 @@ class MockOAI:
         #: grace period is over (L{mockoai.pipeline.faults.cut_now}).
         self.streams: set[StreamProducer] = set()
 
-        def pipeline(dialect: OpenAIDialect | RouterDialect | ResponsesDialect) -> Pipeline:
+        def pipeline(dialect: Dialect) -> Pipeline:
             return Pipeline(dialect, core, gate, stats, self.streams)
 
         self.openai_chat = pipeline(OpenAIDialect(openai, CHAT))
@@ -97,6 +99,7 @@ class MockOAI:
         #: The Responses API: its store, and its dialect of the pipeline.
         self.responses = Responses(openai, stored.store_size, stored.store_ttl)
         self.openai_responses = pipeline(ResponsesDialect(self.responses))
+        self.openrouter_responses = pipeline(RouterResponsesDialect(openrouter))
 
     # OpenAI.
 
@@ -162,6 +165,10 @@ class MockOAI:
     @app.route("/api/v1/completions", methods=["POST"])
     def router_completions(self, request: Request) -> Result:
         return self.openrouter_completions.generate(request)
+
+    @app.route("/api/v1/responses", methods=["POST"])
+    def router_responses(self, request: Request) -> Result:
+        return self.openrouter_responses.generate(request)
 
     @app.route("/api/v1/models", methods=["GET"])
     def router_models(self, request: Request) -> bytes:

@@ -41,7 +41,9 @@ def events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
         raise AssertionError(f"stream does not end with a blank line: {text[-80:]!r}")
     found = []
     for block in text[:-2].split("\n\n"):
-        lines = block.split("\n")
+        lines = [line for line in block.split("\n") if not line.startswith(":")]
+        if not lines:
+            continue  # a comment (OpenRouter's ": OPENROUTER PROCESSING")
         if (
             len(lines) != 2
             or not lines[0].startswith("event: ")
@@ -834,3 +836,74 @@ def _exchange(port: int, method: str, path: str, body: object = None) -> tuple[i
         return response.status, response.read()
     finally:
         connection.close()
+
+
+class OpenRouterTests(SynchronousTestCase):
+    """``/api/v1/responses``: the Responses API in OpenRouter's shape, stateless."""
+
+    KEY: ClassVar[dict[str, str]] = {"Authorization": "Bearer sk-or-test"}
+
+    def setUp(self) -> None:
+        self.service = make_service(tokens_mean=10, tokens_stddev=1)
+        self.client = Client(self.service)
+
+    def create(self, **body: Any) -> Response:
+        request = {"model": MODEL, "input": "Hello", **body}
+        return self.client.post("/api/v1/responses", request, headers=self.KEY)
+
+    def test_plain(self) -> None:
+        response = self.create()
+        self.assertEqual(response.status, 200)
+        data = response.json()
+        validate("Response", data)
+        self.assertRegex(data["id"], r"^gen-1700000000-")
+        self.assertEqual(response.header("X-Generation-Id"), data["id"])
+        self.assertFalse(data["store"])
+        usage = data["usage"]
+        # gpt-4o's list prices: $2.50 and $10 per million tokens.
+        cost = usage["input_tokens"] * 2.5e-6 + usage["output_tokens"] * 1e-5
+        self.assertAlmostEqual(usage["cost"], cost)
+        self.assertFalse(usage["is_byok"])
+        record = self.client.get(f"/api/v1/generation?id={data['id']}", headers=self.KEY)
+        self.assertAlmostEqual(record.json()["data"]["total_cost"], cost)
+        self.assertEqual(record.json()["data"]["tokens_prompt"], usage["input_tokens"])
+        # Nothing is kept: OpenRouter's Responses API is stateless.
+        self.assertEqual(self.client.get(f"/v1/responses/{data['id']}").status, 404)
+
+    def test_stream(self) -> None:
+        found = checked(self.create(stream=True).body)
+        self.assertEqual(found[0]["type"], "response.created")
+        final = found[-1]["response"]
+        self.assertEqual(found[-1]["type"], "response.completed")
+        self.assertIn("cost", final["usage"])
+        deltas = "".join(e["delta"] for e in found if e["type"] == "response.output_text.delta")
+        self.assertEqual(output_text(final), deltas)
+
+    def test_processing_comments_while_waiting(self) -> None:
+        service = make_service(tokens_mean=3, tokens_stddev=0, response_delay=constant(2.5))
+        connection = Client(service).send(
+            "POST",
+            "/api/v1/responses",
+            {"model": MODEL, "input": "Hi", "stream": True},
+            headers=self.KEY,
+        )
+        service.clock.advance(2.6)
+        body = connection.response().body
+        self.assertIn(b": OPENROUTER PROCESSING\n\n", body)
+        self.assertEqual(checked(body)[-1]["type"], "response.completed")
+
+    def test_routing_and_errors(self) -> None:
+        data = self.create(model="nope/none", models=[MODEL]).json()
+        self.assertEqual(data["model"], MODEL)
+        refused = self.create(previous_response_id="resp_x")
+        self.assertEqual(refused.status, 400)
+        self.assertIn("stateless", refused.json()["error"]["message"])
+        self.assertEqual(refused.json()["error"]["code"], 400)
+        invalid = self.create(max_output_tokens=2)
+        self.assertEqual(invalid.status, 400)
+        self.assertEqual(set(invalid.json()["error"]), {"code", "message"})
+        keyless = self.client.post("/api/v1/responses", {"model": MODEL, "input": "x"})
+        self.assertEqual(keyless.status, 401)
+        self.assertEqual(
+            keyless.json(), {"error": {"code": 401, "message": "No auth credentials found"}}
+        )

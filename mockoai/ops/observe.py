@@ -38,6 +38,7 @@ _EXACT = (
     "/v1/messages/count_tokens",
     "/api/v1/chat/completions",
     "/api/v1/completions",
+    "/api/v1/responses",
     "/api/v1/models",
     "/api/v1/generation",
     "/api/v1/key",

@@ -270,13 +270,13 @@ class ResponsesAnswer(Answer):
         return body
 
     def events(self) -> ResponseEvents:
-        clock = self.dialect.clock
+        plan = self.plan
         events = self.events_ = ResponseEvents(
-            self.plan,
+            plan,
             self.response,
             self.output,
-            self.plan.prompt_tokens,
-            clock.seconds,
+            lambda: render.usage(plan, plan.prompt_tokens),
+            self.dialect.clock.seconds,
             self._store,
         )
         return events
@@ -286,6 +286,10 @@ class ResponsesAnswer(Answer):
         events = self.events_
         if events is not None and not events.announced:
             self.request.write(b"".join(events.announce()))
+
+    def ended(self, _: None, stream: StreamProducer) -> None:
+        """Over: the events hold this answer (to store it); it lets go of them."""
+        self.events_ = None
 
     def _store(self, body: bytes) -> None:
         """The finished answer, kept when the request asked for it (``store``, the default)."""

@@ -261,19 +261,23 @@ class ResponseEvents:
         plan: Plan,
         response: Response,
         output: list[Item],
-        input_tokens: int,
+        usage_json: Callable[[], bytes],
         clock: Callable[[], float],
         complete: Callable[[bytes], None],
     ) -> None:
         self.plan = plan
         self.response = response
         self.output = output
-        self.input_tokens = input_tokens
+        self.usage_json = usage_json
         self.clock = clock
         self.complete = complete
         self.obfuscate = plan.wanted.include_obfuscation
         self.sent = 0
         self.announced = False
+        #: Whether the first item is out (``first`` is told then), and the last event.
+        self.started = False
+        self.closed = False
+        self.first: Callable[[], None] | None = None
         self._sequence = 0
         #: The output item open now (its deltas flowing), and the next to open.
         self._open: Item | None = None
@@ -390,6 +394,9 @@ class ResponseEvents:
     def opening(self, choice: ChoicePlan) -> Pieces:
         """At the first token: the lifecycle (if not sent yet), reasoning done, the first item."""
         pieces = self.announce()
+        self.started = True
+        if self.first is not None:
+            self.first()
         output = self.output
         while self._next < len(output) and output[self._next].kind == HIDDEN:
             item = output[self._next]
@@ -438,11 +445,9 @@ class ResponseEvents:
 
     def closing(self) -> Pieces:
         """``response.completed`` (or ``.incomplete``), with the whole Response object."""
-        plan = self.plan
-        status = status_of(plan)
-        body = self.response.pieces(
-            status, self.output, usage(plan, self.input_tokens), int(self.clock())
-        )
+        self.closed = True
+        status = status_of(self.plan)
+        body = self.response.pieces(status, self.output, self.usage_json(), int(self.clock()))
         self.complete(b"".join(body))
         kind = b"response.completed" if status == COMPLETED else b"response.incomplete"
         return self._event(kind, [b',"response":', *body])
