@@ -289,15 +289,18 @@ class CompletionsTests(LogprobsTestCase):
             body = self.complete(logprobs=top, n=2, prompt=["A tale", "Another"])
             validate(TEXT_BODY, body)
             total = 0
+            prompts = ["A tale", "Another"]
             for choice in body["choices"]:
-                text = self.check_columns(choice["logprobs"], top)
+                # Offsets count from the prompt's start, as OpenAI's do.
+                start = len(prompts[choice["index"] // 2])
+                text = self.check_columns(choice["logprobs"], top, start)
                 self.assertEqual(text, choice["text"])
                 total += len(choice["logprobs"]["tokens"])
             self.assertEqual(total, body["usage"]["completion_tokens"])
 
     def test_stream(self) -> None:
         chunks = self.complete(logprobs=3, seed=9, stream=True)
-        offset = 0
+        offset = len("Once upon a time")
         tokens: list[str] = []
         for chunk in chunks:
             validate_event(TEXT_CHUNK, chunk)

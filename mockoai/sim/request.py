@@ -43,6 +43,9 @@ class GenerationRequest:
     ignore_eos: bool = False
     min_tokens: int = 0
     echo: tuple[str, ...] = ()
+    #: The characters of each text prompt (completions): where the answer's
+    #: ``text_offset`` starts when the prompt is not echoed.
+    prompt_chars: tuple[int, ...] = ()
     #: The functions the model may call, and how it may (TOOLS_*; ``tool_name``
     #: for TOOLS_NAMED).  After a tool result an ``auto`` answer is text, so
     #: an agent loop ends as it does against a real model.

@@ -16,9 +16,8 @@ as parallel arrays; ``top_logprobs`` maps each alternative to its logprob
 it).  ``echo`` gives the prompt's tokens entries too, the first one's logprob
 and alternatives ``null`` (nothing comes before it), as OpenAI's legacy
 models did and vLLM does; a prompt's values depend on the prompt alone.
-``text_offset`` counts characters from the start of what the choice says,
-echoed prompt included.  (OpenAI counts from the start of the prompt even
-without ``echo``; the request does not carry the prompt's length that far.)
+``text_offset`` counts characters from the start of the prompt, echoed or
+not, as OpenAI's do.
 
 Nothing here runs for a request without logprobs: the renderer makes one of
 these only when the request asks.  Each token's entry is rendered once,
@@ -280,6 +279,7 @@ class TextLogprobs:
         self.top = wanted.logprobs or 0
         self.seed = wanted.seed
         self.echo = wanted.echo
+        self.prompt_chars = wanted.prompt_chars
         self.n = wanted.n
         self._columns: dict[int, tuple[TextColumns, int]] = {}
 
@@ -289,7 +289,9 @@ class TextLogprobs:
         if found is not None:
             return found
         columns = TextColumns()
-        offset = 0
+        # Offsets count from the prompt's start, echoed or not, as OpenAI's do.
+        chars = self.prompt_chars
+        offset = chars[choice.index // self.n] if chars and not self.echo else 0
         if self.echo:
             prompt = self.echo[choice.index // self.n]
             if prompt:

@@ -434,6 +434,8 @@ def completions(body: dict[str, object], limits: InputLimits = DEFAULT_LIMITS) -
         )
     request.prompts = len(prompts)
     request.logprobs = logprobs
+    if logprobs is not None:
+        request.prompt_chars = tuple(len(p) if type(p) is str else 0 for p in prompts)
     if request.n * request.prompts > max_n:
         raise errors.above_max("n", max_n // request.prompts, request.n)
     if _optional_bool(body, "echo"):
