@@ -394,6 +394,11 @@ class ReasoningTests(ToolTestCase):
         self.assertNotIn("reasoning_content", high["choices"][0]["message"])
         validate(BODY, high)
 
+    def test_no_logprobs_from_reasoning_models(self) -> None:
+        error = self.chat(400, model="gpt-5", logprobs=True)["error"]
+        self.assertEqual(error["code"], "unsupported_parameter")
+        self.assertEqual(error["param"], "logprobs")
+
     def test_reasoning_counts_against_max_completion_tokens(self) -> None:
         body = self.chat(model="gpt-5", reasoning_effort="high", max_completion_tokens=50)
         self.assertEqual(body["usage"]["completion_tokens"], 50)

@@ -133,8 +133,12 @@ class OpenAIAnswer(Answer):
         wanted = self.wanted
         served = self.served = dialect.api.model(wanted.model, dialect.kind)
         effort = wanted.reasoning_effort
-        if effort is not None and effort != "none" and served.profile.reasoning == "none":
+        reasoning = served.profile.reasoning
+        if effort is not None and effort != "none" and reasoning == "none":
             raise errors.unsupported_parameter("reasoning_effort")
+        # OpenAI's reasoning models give no logprobs.
+        if wanted.logprobs is not None and reasoning == "hidden":
+            raise errors.unsupported_parameter("logprobs")
         return served
 
     def begin(self, plan: Plan, cut: int | None) -> None:
