@@ -5,9 +5,12 @@ A bare L{Protocol} that parses HTTP/1.1 (keep-alive, Content-Length bodies;
 httptools when installed, else a small hand parser) and answers every POST
 with prebuilt bytes: a ~600-byte C{chat.completion} JSON body, or for a body
 with C{"stream": true} a prebuilt chunked SSE stream of N content events.
-It does no per-request work beyond parsing, so whatever mockoai costs on top
-of it is mockoai's own.  Machines are noisy; a ratio to this server, started
-in the same run on the same core, is what stays comparable across them.
+A POST to ``/v1/embeddings`` gets a prebuilt list of as many 1,536-float
+vectors as its body has inputs (counted, the one look at a body it takes),
+written as mockoai writes them.  It does no per-request work beyond
+parsing, so whatever mockoai costs on top of it is mockoai's own.
+Machines are noisy; a ratio to this server, started in the same run on
+the same core, is what stays comparable across them.
 
     python bench/baseline_server.py --port 8000 [--events 64] [--itl MS]
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import random
 import re
 import sys
 from collections import deque
@@ -46,6 +50,19 @@ _TEXT = (
     " incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis"
 )
 _WORDS = _TEXT.split()
+
+
+def embeddings_body(inputs: int, dimensions: int = 1536) -> bytes:
+    """An embeddings list of ``inputs`` vectors, floats with 16 decimals as mockoai writes them."""
+    rng = random.Random(inputs)
+    vector = b"[" + b",".join(b"%.16f" % rng.uniform(-0.1, 0.1) for _ in range(dimensions)) + b"]"
+    data = b",".join(
+        b'{"object":"embedding","index":%d,"embedding":%s}' % (i, vector) for i in range(inputs)
+    )
+    return (
+        b'{"object":"list","data":[%s],"model":"text-embedding-3-small",'
+        b'"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (data, 30 * inputs, 30 * inputs)
+    )
 
 
 def _json(obj: object) -> bytes:
@@ -165,6 +182,16 @@ class Responses:
         self.stream_ticks += [_chunked(e) for e in stream[2 : events + 1]]
         self.stream_ticks[-1] += _chunked(b"".join(stream[events + 1 :])) + b"0\r\n\r\n"
         self.bad_request = _plain(b"400 Bad Request", b'{"error":"bad request"}', True)
+        self._embeddings: dict[tuple[int, bool], bytes] = {}
+
+    def embeddings(self, body: bytes, close: bool) -> bytes:
+        """The answer to an embeddings request of that many inputs (built on first use)."""
+        inputs = body.count(b'","') + 1 if b'"input":["' in body else 1
+        answer = self._embeddings.get((inputs, close))
+        if answer is None:
+            answer = _plain(b"200 OK", embeddings_body(inputs), close)
+            self._embeddings[(inputs, close)] = answer
+        return answer
 
 
 class Pacer:
@@ -332,7 +359,9 @@ class BaselineProtocol(Protocol):
         r = self.responses
         write = self.tx.write
         if method == b"POST":
-            if _STREAM_RE.search(body) is None:
+            if path.startswith(b"/v1/embeddings"):
+                write(r.embeddings(body, close))
+            elif _STREAM_RE.search(body) is None:
                 write(r.chat[close])
             elif not r.paced:
                 self.tx.writeSequence((r.stream_head[close], *r.stream_burst))

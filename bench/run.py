@@ -53,7 +53,13 @@ DEFAULT_COMMANDS = {
     "baseline": "{python} {bench}/baseline_server.py --port {port} {args}",
     "mockoai": TWISTD + " -n --pidfile= mockoai --listen tcp:{port}:interface=127.0.0.1 {args}",
 }
-ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+ENDPOINTS = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+#: What the wrk part measures (embeddings has its own part).
+GENERATIONS = ("chat", "completions")
 SLO_P50_MS = 1.0
 SLO_P99_MS = 10.0
 READY_TIMEOUT = 60.0
@@ -279,14 +285,17 @@ def run_client(
 _WRK_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.M)
 
 
-def wrk(ctx: Ctx, server: Server, endpoint: str, conns: int) -> dict[str, Any]:
+def wrk(
+    ctx: Ctx, server: Server, endpoint: str, conns: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One wrk run (1 thread): req/s, latency percentiles, errors."""
     url = f"http://127.0.0.1:{server.port}{ENDPOINTS[endpoint]}"
     script = str(BENCH / "wrk" / f"{endpoint}.lua")
     argv = [*ctx.client_pin, "wrk", "-t1", f"-c{conns}", f"-d{ctx.duration:g}s"]
     argv += ["--timeout", "5s", "-s", script, url]
+    env = {"BENCH_MAX_TOKENS": str(ctx.max_tokens), **(env or {})}
     try:
-        proc = run_client(argv, ctx.duration + 30, {"BENCH_MAX_TOKENS": str(ctx.max_tokens)})
+        proc = run_client(argv, ctx.duration + 30, env)
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
     match = _WRK_RE.search(proc.stdout)
@@ -355,7 +364,7 @@ class Table:
 
 def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
     """Non-streaming chat and completions at c=64 (throughput) and c=1 (latency)."""
-    for endpoint in ENDPOINTS:
+    for endpoint in GENERATIONS:
         for conns in (64, 1):
             runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
             for i in range(ctx.repeat):
@@ -392,6 +401,38 @@ def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
                     )
 
 
+def measure_embeddings(ctx: Ctx, servers: list[Server], table: Table) -> None:
+    """
+    ``/v1/embeddings`` with 1 and 64 inputs per request at c=64 (and 1 input at
+    c=1): the baseline answers with prebuilt bodies of the same size, so the
+    ratio is what making the vectors and their JSON costs.
+    """
+    for inputs, conns in ((1, 64), (1, 1), (64, 64)):
+        runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+        for i in range(ctx.repeat):
+            for server in servers:
+                result = wrk(ctx, server, "embeddings", conns, {"BENCH_INPUTS": str(inputs)})
+                runs[server.name].append(result)
+                ctx.record(server, f"embeddings.i{inputs}.c{conns}", result)
+                log(
+                    f"wrk embeddings {inputs} input(s) c={conns} #{i + 1} {server.name}: "
+                    f"{result.get('rps', result.get('error'))} req/s"
+                )
+        prefix = f"embeddings {inputs} input{'s' if inputs > 1 else ''} c={conns}"
+        key = f"embeddings.i{inputs}.c{conns}"
+        for server in servers:
+            r = runs[server.name]
+            table.put(f"{key}.rps", f"{prefix}: req/s", "higher", server.name, median_of(r, "rps"))
+            table.put(
+                f"{key}.p50", f"{prefix}: p50 ms", "lower", server.name, median_of(r, "p50_ms")
+            )
+            table.put(
+                f"{key}.p99", f"{prefix}: p99 ms", "lower", server.name, median_of(r, "p99_ms")
+            )
+            errors = sum(x.get("errors", 0) + ("error" in x) for x in r)
+            table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, errors)
+
+
 def measure_streams(
     ctx: Ctx,
     servers: list[Server],
@@ -404,7 +445,8 @@ def measure_streams(
     Streams at each concurrency: unpaced (events/s) or paced (gap vs ITL).
     ``endpoint`` is one of sse_load.py's: chat, or another API's streams
     (``tools``: chat whose events are a tool call's argument fragments;
-    ``messages``: Anthropic's Messages API, its text deltas).
+    ``messages``: Anthropic's Messages API, its text deltas; ``responses``:
+    OpenAI's Responses API, its output_text deltas).
     """
     kind = f"paced {paced:g} ms" if paced else "unpaced"
     if endpoint != "chat":
@@ -700,8 +742,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-mockoai", action="store_true", help="the baseline alone")
     p.add_argument(
         "--only",
-        default="wrk,stream,tools,messages,paced,openloop,idle",
-        help="comma list of parts: wrk, stream, tools, messages, paced, openloop, idle",
+        default="wrk,stream,tools,messages,responses,embeddings,paced,openloop,idle",
+        help="comma list of parts: wrk, stream, tools, messages, responses, embeddings, "
+        "paced, openloop, idle",
     )
     p.add_argument("--streams", default="1,64,256,1000", help="stream concurrency levels")
     p.add_argument("--itl", type=float, default=20.0, help="ms between events when paced")
@@ -838,6 +881,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "messages" in parts:
             # Anthropic's Messages streams beside chat's, in the same run.
             measure_streams(ctx, up, table, levels, None, "messages")
+        if "responses" in parts:
+            # The Responses API's streams beside chat's, in the same run.
+            measure_streams(ctx, up, table, levels, None, "responses")
+        if "embeddings" in parts:
+            measure_embeddings(ctx, up, table)
         if "openloop" in parts:
             measure_open_loop(ctx, up, table)
         if "idle" in parts:
@@ -846,7 +894,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def paced_phase(up: list[Server]) -> None:
         measure_streams(ctx, up, table, levels, args.itl)
 
-    if parts & {"wrk", "stream", "tools", "messages", "openloop", "idle"}:
+    if parts & {
+        "wrk",
+        "stream",
+        "tools",
+        "messages",
+        "responses",
+        "embeddings",
+        "openloop",
+        "idle",
+    }:
         phases.append(([], plain_phase))
     if "paced" in parts:
         phases.append((["--itl", f"{args.itl:g}"], paced_phase))

@@ -68,6 +68,15 @@ PATHS["messages"], MODELS["messages"], CONTENT_KEYS["messages"] = (
     b'"text":"',
 )
 ANTHROPIC_HEADERS = ["anthropic-version: 2023-06-01", "x-api-key: mockoai-bench"]
+# OpenAI's Responses API: output_text.delta events, framed with event: lines, ending on
+# response.completed (or .incomplete) with the usage inside the Response object.
+PATHS["responses"], MODELS["responses"], CONTENT_KEYS["responses"] = (
+    "/v1/responses",
+    "gpt-4o",
+    b'"delta":"',
+)
+#: The events that end a stream framed with event: lines (Anthropic's, the Responses API's).
+_LAST_EVENTS = (b"event: message_stop", b"event: response.completed", b"event: response.incomplete")
 TOOL = {
     "type": "function",
     "function": {
@@ -85,9 +94,9 @@ TOOL = {
     },
 }
 
-# A content-bearing event has a non-empty "content" (chat), "text" (completions) or
-# "arguments" (a tool call's fragment).
-_CONTENT_RE = re.compile(rb'"(?:content|text|arguments)"\s*:\s*"[^"]')
+# A content-bearing event has a non-empty "content" (chat), "text" (completions),
+# "arguments" (a tool call's fragment) or string "delta" (the Responses API's).
+_CONTENT_RE = re.compile(rb'"(?:content|text|arguments|delta)"\s*:\s*"[^"]')
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 CONNECT_CONCURRENCY = 48  # under the listen backlog (Twisted: 50): no SYN drops
 CONNECT_TIMEOUT = 10.0
@@ -100,6 +109,13 @@ class ProtocolError(Exception):
 def build_body(endpoint: str, model: str, max_tokens: int, stream: bool) -> bytes:
     """A realistic request body: a system and a user message, or the same as a prompt."""
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0.7}
+    if endpoint == "responses":
+        body = {"model": model, "max_output_tokens": max_tokens, "temperature": 0.7}
+        body["instructions"] = SYSTEM
+        body["input"] = USER
+        if stream:
+            body["stream"] = True
+        return json.dumps(body, separators=(",", ":")).encode()
     if endpoint == "messages":
         body["system"] = SYSTEM
         body["messages"] = [{"role": "user", "content": USER}]
@@ -392,7 +408,9 @@ class SseCounter:
     def feed(self, block: bytes, t: float) -> None:
         """Count every event of C{block} (whole events, ending with a blank line), read at C{t}."""
         n = block.count(b"\n\n")
-        if block.count(b"data:") != n or b'"error"' in block:
+        # An error event (the Responses API's objects carry "error":null throughout).
+        failed = b'"error":{' in block or b'"error": {' in block or b"response.failed" in block
+        if block.count(b"data:") != n or failed:
             for event in block.split(b"\n\n")[:n]:
                 self._event(event, t)
             return
@@ -403,7 +421,7 @@ class SseCounter:
             start = block.rfind(b"\n", 0, done) + 1
             if block[start : block.find(b"\n", done)] in (b"data: [DONE]", b"data:[DONE]"):
                 self.done = True
-        elif b"event: message_stop" in block:  # Anthropic's end of stream
+        elif any(last in block for last in _LAST_EVENTS):  # framed with event: lines
             self.done = True
         k = count_content(block, self.key)
         if k:
@@ -438,7 +456,7 @@ class SseCounter:
             body = json.loads(payload)
             if "message" in body:
                 return  # Anthropic's message_start: the count so far, not the total
-            counts = body["usage"]
+            counts = body["response"]["usage"] if "response" in body else body["usage"]
             usage = int(counts.get("completion_tokens", counts.get("output_tokens")))
         except (ValueError, KeyError, TypeError):
             self.s.errors["event:bad_usage"] += 1
@@ -456,9 +474,11 @@ class SseCounter:
         if payload == b"[DONE]":
             self.done = True
             return
+        if any(last in event for last in _LAST_EVENTS):
+            self.done = True
         if _CONTENT_RE.search(payload) is not None:
             self._content(1, t)
-        elif payload.startswith((b'{"error"', b'{"type":"error"')):
+        elif payload.startswith((b'{"error"', b'{"type":"error"', b'{"type":"response.failed"')):
             self.s.errors["event:error"] += 1
         if b'"usage"' in payload and _USAGE_RE.search(payload) is not None:
             self._usage(payload)

@@ -9,7 +9,7 @@ the input: four of 512 rows with a sign each, some 10^12 vectors, so
 distinct texts get distinct, nearly orthogonal vectors, and the same text
 the same one.  Every step is one numpy call over all of a request's inputs
 at once, never a loop over dimensions: 64 inputs of 1,536 dimensions cost
-~0.5 ms here, and their JSON (L{floats}) ~4.5 ms where ``ujson`` of the
+~0.5 ms here, and their JSON (L{floats}) ~2.5 ms where ``ujson`` of the
 same floats takes ~18 ms.
 
 A vector shortened to ``dimensions`` is the full one's first coordinates,
@@ -37,11 +37,20 @@ Vectors = npt.NDArray[np.float32]
 ROWS = 512
 MIX = 4
 
-#: Four ASCII digits for every number below 10,000, as little-endian uint32s.
+#: Four ASCII digits for every number below 10,000, as little-endian uint32s; three and
+#: a comma below 1,000; a coordinate's sign (or a space), unit digit, "." and first decimal.
 _DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype="<u4")
+_DIGITS3_COMMA = np.frombuffer(b"".join(b"%03d," % i for i in range(1_000)), dtype="<u4")
+_HEADS = np.frombuffer(
+    b"".join(
+        b"%s%d.%d" % (sign, unit, d) for sign in (b" ", b"-") for unit in (0, 1) for d in range(10)
+    ),
+    dtype="<u4",
+)
 #: Decimals written per coordinate: enough that every float32 reads back exactly.
 _DECIMALS = 16
 _SCALE = 10.0**_DECIMALS
+_ONE = np.int64(10**_DECIMALS)
 #: Bytes per coordinate: sign (or a space), the unit digit, ".", 16 decimals, ",".
 _WIDTH = 4 + _DECIMALS
 #: Vectors rendered at once (bounds the scratch memory of a large request).
@@ -126,22 +135,23 @@ def floats(vectors: Vectors) -> list[bytes]:
         return []
     values = vectors.astype(np.float64)
     scaled = np.rint(np.abs(values) * _SCALE).astype(np.int64)
-    unit = scaled >= np.int64(10**_DECIMALS)  # 1.0 exactly (a one-dimensional vector)
-    fraction = scaled - unit * np.int64(10**_DECIMALS)
-    out = np.empty((count, width, _WIDTH), dtype=np.uint8)
-    out[..., 0] = np.where(values < 0, ord("-"), ord(" "))
-    out[..., 1] = ord("0") + unit
-    out[..., 2] = ord(".")
-    high = (fraction // 10**8).astype(np.int32)
-    low = (fraction - high.astype(np.int64) * 10**8).astype(np.int32)
-    digits = np.empty((count, width, 4), dtype="<u4")
-    for column, half in ((0, high), (2, low)):
-        upper = half // 10_000
-        digits[..., column] = _DIGITS4[upper]
-        digits[..., column + 1] = _DIGITS4[half - upper * 10_000]
-    out[..., 3 : 3 + _DECIMALS] = digits.view(np.uint8).reshape(count, width, _DECIMALS)
-    out[..., _WIDTH - 1] = ord(",")
-    rows = out.reshape(count, width * _WIDTH)
+    unit = scaled >= _ONE  # 1.0 exactly (a one-dimensional vector)
+    fraction = scaled - unit * _ONE
+    # Five aligned 4-byte words a coordinate: [sign, unit, ".", d0], d1-d4,
+    # d5-d8, d9-d12, [d13-d15, ","]: whole words from tables, no byte copies.
+    out = np.empty((count, width, 5), dtype="<u4")
+    top = fraction // 10**11  # d0-d4
+    first = top // 10_000
+    out[..., 0] = _HEADS[(values < 0) * 20 + unit * 10 + first]
+    out[..., 1] = _DIGITS4[top - first * 10_000]
+    rest = fraction - top * 10**11  # d5-d15
+    middle = rest // 10**7
+    out[..., 2] = _DIGITS4[middle]
+    last = (rest - middle * 10**7).astype(np.int32)  # d9-d15
+    upper = last // 1000
+    out[..., 3] = _DIGITS4[upper]
+    out[..., 4] = _DIGITS3_COMMA[last - upper * 1000]
+    rows = out.view(np.uint8).reshape(count, width * _WIDTH)
     rows[:, -1] = ord("]")
     return [b"[" + row.tobytes() for row in rows]
 

@@ -62,6 +62,15 @@ def _obfuscations(count: int = 64) -> list[bytes]:
 
 _OBFUSCATIONS = _obfuscations()
 _PLAIN_END = b"}\n\n"
+#: What ends a delta event after its text, one per sequence number's low bits: with
+#: an obfuscation or without (``[include_obfuscation]``), a text delta's with its
+#: ``logprobs``.
+_TAIL_MASK = len(_OBFUSCATIONS) - 1
+_TAILS = {True: [b'"' + o for o in _OBFUSCATIONS], False: [b'"' + _PLAIN_END] * len(_OBFUSCATIONS)}
+_TEXT_TAILS = {
+    obfuscate: [b'","logprobs":[]' + tail[1:] for tail in tails]
+    for obfuscate, tails in _TAILS.items()
+}
 
 
 class Item:
@@ -134,9 +143,9 @@ _REASONING_PART = b'{"type":"reasoning_text","text":"'
 def items(choice: ChoicePlan, view: memoryview, ids: ResponseIds) -> list[Item]:
     """The output items of ``choice``, with their ids, in order."""
     found: list[Item] = []
-    if getattr(choice, "hidden", 0):
+    if choice.hidden:
         found.append(Item(HIDDEN, ids.make("rs"), 0, view))
-    segments = getattr(choice, "segments", None)
+    segments = choice.segments
     if segments is None:
         found.append(Item(MESSAGE, ids.make("msg"), len(found), view, choice.start, choice.end))
     else:
@@ -172,7 +181,7 @@ def usage(plan: Plan, input_tokens: int) -> bytes:
     reasoning = 0
     if choices:
         choice = choices[0]
-        reasoning = getattr(choice, "reasoning_tokens", getattr(choice, "hidden", 0))
+        reasoning = choice.reasoning_tokens
     return (
         b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0,"cache_write_tokens":0},'
         b'"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
@@ -285,7 +294,8 @@ class ResponseEvents:
         #: The open item's delta event, around its sequence number and its text.
         self._delta_head = b""
         self._delta_rest = b""
-        self._logprobs = False
+        self._view = memoryview(b"")
+        self._tails = _TAILS[False]
 
     # --- framing ------------------------------------------------------------
 
@@ -343,7 +353,9 @@ class ResponseEvents:
             )
             self._delta_rest = where + b',"content_index":0,"delta":"'
         self._delta_head = b'event: %s\ndata: {"type":"%s","sequence_number":' % (delta, delta)
-        self._logprobs = kind == MESSAGE
+        self._view = item.view
+        end = _TEXT_TAILS if kind == MESSAGE else _TAILS
+        self._tails = end[self.obfuscate]
         return pieces
 
     def _done(self, item: Item) -> Pieces:
@@ -382,12 +394,14 @@ class ResponseEvents:
 
     def _delta_event(self, text: memoryview) -> Pieces:
         number = self._sequence
-        self._sequence += 1
-        pieces: Pieces = [self._delta_head, b"%d" % number, self._delta_rest, text, b'"']
-        if self._logprobs:
-            pieces.append(b',"logprobs":[]')
-        pieces.append(_OBFUSCATIONS[number % len(_OBFUSCATIONS)] if self.obfuscate else _PLAIN_END)
-        return pieces
+        self._sequence = number + 1
+        return [
+            self._delta_head,
+            b"%d" % number,
+            self._delta_rest,
+            text,
+            self._tails[number & _TAIL_MASK],
+        ]
 
     # --- the Events protocol --------------------------------------------------
 
@@ -402,19 +416,18 @@ class ResponseEvents:
             item = output[self._next]
             pieces += self._added(item)
             pieces += self._done(item)
-        if getattr(choice, "segments", None) is None and self._next < len(output):
+        if choice.segments is None and self._next < len(output):
             pieces += self._added(output[self._next])
         return pieces
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         counts = choice.counts
         self.sent = counts[event]
-        segments = getattr(choice, "segments", None)
+        segments = choice.segments
         if segments is None:
+            # A text answer: one message, its deltas cut from the corpus.
             bounds = choice.bounds
-            item = self._open
-            assert item is not None
-            return self._delta_event(item.view[bounds[event] : bounds[event + 1]])
+            return self._delta_event(self._view[bounds[event] : bounds[event + 1]])
         segment, start, end = choice.spans[event]
         pieces: Pieces = []
         target = self._item_of(segments, segment)
