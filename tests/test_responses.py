@@ -902,6 +902,20 @@ class OpenRouterTests(SynchronousTestCase):
         invalid = self.create(max_output_tokens=2)
         self.assertEqual(invalid.status, 400)
         self.assertEqual(set(invalid.json()["error"]), {"code", "message"})
+        embedding = self.create(model="text-embedding-3-small")
+        self.assertEqual(embedding.status, 400)
+        self.assertEqual(
+            embedding.json()["error"]["message"],
+            "text-embedding-3-small is an embedding model and cannot be used with the responses "
+            "endpoint. Use the /embeddings endpoint instead.",
+        )
+        chat = self.client.post(
+            "/api/v1/chat/completions",
+            {"model": "text-embedding-3-small", "messages": [{"role": "user", "content": "x"}]},
+            headers=self.KEY,
+        )
+        self.assertEqual(chat.status, 400)
+        self.assertIn("cannot be used with the chat/completions endpoint", chat.body.decode())
         keyless = self.client.post("/api/v1/responses", {"model": MODEL, "input": "x"})
         self.assertEqual(keyless.status, 401)
         self.assertEqual(

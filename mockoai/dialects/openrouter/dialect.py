@@ -27,7 +27,7 @@ from mockoai.dialects.openrouter import errors, routing
 from mockoai.dialects.openrouter.api import OpenRouter, api_key
 from mockoai.dialects.openrouter.render import RouterEvents, RouterRenderer
 from mockoai.dialects.openrouter.store import Generation
-from mockoai.ops.config import CHAT
+from mockoai.ops.config import CHAT, COMPLETIONS, EMBEDDINGS
 from mockoai.pipeline.auth import KeyRefusals
 from mockoai.pipeline.dialect import Answer, Dialect
 
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from mockoai.sim.core import ServedModel
     from mockoai.sim.request import GenerationRequest
     from mockoai.sim.sampling import Plan
+
+#: The endpoints a model that generates answers on (an embedding model on none of them).
+GENERATING = frozenset({CHAT, COMPLETIONS})
 
 #: OpenRouter's 401s, for the site's key check under L{errors.PREFIX}.
 KEY_REFUSALS = KeyRefusals(errors.no_credentials, lambda _: errors.user_not_found())
@@ -63,6 +66,8 @@ class RouterDialect(Dialect):
             validate.chat if chat else validate.completions
         )
         self.chat = chat
+        #: How OpenRouter's errors name the endpoint.
+        self.path = "chat/completions" if chat else "completions"
         self.render_body: Callable[[RouterRenderer, Plan, str, int], bytes] = (
             RouterRenderer.chat_body if chat else RouterRenderer.completion_body
         )
@@ -161,6 +166,9 @@ class RouterAnswer(Answer):
         wanted.prompt_tokens = route.prompt_tokens
         self.provider = route.provider
         served = self.served = route.served
+        endpoints = served.spec.endpoints
+        if EMBEDDINGS in endpoints and not endpoints & GENERATING:
+            raise errors.embedding_model(served.spec.id, self.dialect.path)
         reasoning = self.extras.reasoning
         if reasoning is not None:
             reasoning.apply(wanted, served.profile, self.dialect.chat)

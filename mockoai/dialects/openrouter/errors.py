@@ -145,5 +145,14 @@ def generation_not_found(generation_id: str) -> RouterError:
     return RouterError(404, f"Generation {generation_id} not found")
 
 
+def embedding_model(model: str, endpoint: str) -> RouterError:
+    """An embedding model asked to generate."""
+    return RouterError(
+        400,
+        f"{model} is an embedding model and cannot be used with the {endpoint} endpoint. "
+        "Use the /embeddings endpoint instead.",
+    )
+
+
 def model_not_found(model: str) -> RouterError:
     return RouterError(404, f"Model {model} not found")

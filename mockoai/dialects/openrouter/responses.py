@@ -48,6 +48,7 @@ class RouterResponsesDialect(RouterDialect):
 
     def __init__(self, api: OpenRouter) -> None:
         super().__init__(api, CHAT)
+        self.path = "responses"
         self.ids = ResponseIds()
         self.view = api.core.corpus.view
 
