@@ -537,19 +537,21 @@ class TextStream(EventStream):
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         self._count(choice, event)
-        if choice.segments is not None:
-            index, start, end = choice.spans[event]
-            text = choice.segments[index].view[start:end]
-        else:
-            bounds = choice.bounds
-            text = self.view[bounds[event] : bounds[event + 1]]
         return [
             self.head,
             b'{"text":"',
-            text,
+            self._text(choice, event),
             b'","index":%d,"logprobs":null,"finish_reason":null}]' % choice.index,
             *self._end(),
         ]
+
+    def _text(self, choice: ChoicePlan, event: int) -> memoryview:
+        """The escaped text of event ``event``: a corpus slice, or a segment's."""
+        if choice.segments is not None:
+            index, start, end = choice.spans[event]
+            return choice.segments[index].view[start:end]
+        bounds = choice.bounds
+        return self.view[bounds[event] : bounds[event + 1]]
 
     def finish(self, choice: ChoicePlan) -> Pieces:
         return [
@@ -583,16 +585,10 @@ class LogprobTextStream(TextStream):
 
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         self._count(choice, event)
-        if choice.segments is not None:
-            index, start, end = choice.spans[event]
-            text = choice.segments[index].view[start:end]
-        else:
-            bounds = choice.bounds
-            text = self.view[bounds[event] : bounds[event + 1]]
         return [
             self.head,
             b'{"text":"',
-            text,
+            self._text(choice, event),
             b'","index":%d,"logprobs":%s,"finish_reason":null}]'
             % (choice.index, self.logprobs.event(choice, event)),
             *self._end(),
