@@ -37,6 +37,7 @@ from mockoai.wire import failures
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Request
+    from mockoai.ops.admin import Admin
     from mockoai.ops.stats import Stats
     from mockoai.pipeline.dialect import Dialect
     from mockoai.pipeline.gate import Gate
@@ -226,6 +227,43 @@ class MockOAI:
     @app.route("/_mockoai/dashboard/events", methods=["GET"])
     def dashboard_events(self, request: Request) -> bytes | Deferred[None]:
         return self.dashboard.connect(request)
+
+    # The admin API (mockoai/ops/admin.py): rules, models, resets, the journal, the verdict.
+
+    #: Set by the service (L{mockoai.ops.service.build}), with the control it drives.
+    admin: Admin
+
+    @app.route("/_mockoai/rules", methods=["GET"])
+    def get_rules(self, request: Request) -> bytes:
+        return self.admin.get_rules(request)
+
+    @app.route("/_mockoai/rules", methods=["PUT"])
+    def put_rules(self, request: Request) -> bytes | Deferred[bytes]:
+        return self.admin.put_rules(request)
+
+    @app.route("/_mockoai/models", methods=["GET"])
+    def admin_models(self, request: Request) -> bytes:
+        return self.admin.get_models(request)
+
+    @app.route("/_mockoai/models/<path:model_id>", methods=["GET"])
+    def admin_model(self, request: Request, model_id: str) -> bytes:
+        return self.admin.get_model(request, model_id)
+
+    @app.route("/_mockoai/models/<path:model_id>", methods=["PATCH"])
+    def admin_patch_model(self, request: Request, model_id: str) -> bytes | Deferred[bytes]:
+        return self.admin.patch_model(request, model_id)
+
+    @app.route("/_mockoai/reset", methods=["POST"])
+    def admin_reset(self, request: Request) -> bytes | Deferred[bytes]:
+        return self.admin.reset(request)
+
+    @app.route("/_mockoai/journal", methods=["GET"])
+    def admin_journal(self, request: Request) -> bytes | Deferred[bytes]:
+        return self.admin.get_journal(request)
+
+    @app.route("/_mockoai/verdict", methods=["GET"])
+    def admin_verdict(self, request: Request) -> bytes | Deferred[bytes]:
+        return self.admin.get_verdict(request)
 
     # Errors: the same answers whichever resource dispatched the request.
 

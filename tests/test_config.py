@@ -913,6 +913,12 @@ RAW: dict[str, object] = {
     "openrouter_generation_ttl": "60",
     "responses_store_size": "100",
     "responses_store_ttl": "60",
+    "rules": "",  # a file written by the test
+    "allow_control_headers": True,
+    "admin_key": "admin-secret",
+    "journal": "on",
+    "journal_size": "50",
+    "journal_bodies": "256",
     "access_log": True,
     "request_log": "/tmp/mockoai-test-requests.jsonl",
     "request_log_max_size": "1M",
@@ -953,7 +959,8 @@ class RegistryTests(ProfileMixin, SynchronousTestCase):
     def all_values(self) -> dict[str, object]:
         keys = self.profile('[[keys]]\nkey = "k2-file"\n', "keys.toml")
         self.assertEqual({f.name for f in FIELDS} - set(RAW), {"config", "port"})
-        return {**RAW, "api_keys_file": keys}
+        rules = self.profile('[[rules]]\nfault = "hang"\n', "rules.toml")
+        return {**RAW, "api_keys_file": keys, "rules": rules}
 
     def test_every_setting_lands_in_its_group(self) -> None:
         values = self.all_values()

@@ -37,6 +37,8 @@ FIELDS = {
     "e2e_ms",
     "finish_reason",
     "error",
+    "rule",
+    "fault",
 }
 
 

@@ -1453,6 +1453,97 @@ class ResponsesSettings:
 
 
 @attrs.frozen
+class RulesFile:
+    """
+    ``--rules FILE`` as read at startup: TOML, or JSON for a ``.json`` name.
+    What its rules say is checked by L{mockoai.pipeline.rules} (the command
+    line does it at once, L{mockoai.ops.tap}); here, only that it reads.
+    """
+
+    path: str
+    document: Any = attrs.field(hash=False)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def parse_rules_file(value: object) -> RulesFile:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a file name, got {value!r}")
+    try:
+        with open(value, "rb") as handle:
+            raw = handle.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {value}: {e.strerror}") from None
+    try:
+        if value.endswith(".json"):
+            document: Any = json.loads(raw)
+        else:
+            document = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        kind = "JSON" if value.endswith(".json") else "TOML"
+        raise ValueError(f"{value} is not valid {kind}: {e}") from None
+    return RulesFile(value, document)
+
+
+def _journal(value: object) -> str:
+    if value not in (JOURNAL_AUTO, "on", "off"):
+        raise ValueError(f"expected auto, on or off, got {value!r}")
+    return str(value)
+
+
+#: The journal is kept while rules or control headers are in force.
+JOURNAL_AUTO = "auto"
+
+
+@attrs.frozen
+class FaultSettings:
+    """
+    Rules, control headers, the admin API, the journal
+    (L{mockoai.pipeline.control}, L{mockoai.ops.admin}, L{mockoai.ops.journal}).
+    """
+
+    rules: RulesFile | None = setting(
+        None,
+        parse_rules_file,
+        "TOML or .json file of rules: scripted answers, faults, schedules (docs/faults.md).",
+        metavar="PATH",
+        show=str,
+    )
+    allow_control_headers: bool = setting(
+        False,
+        _boolean,
+        "Take the per-request x-mockoai-fault, x-mockoai-ttft-ms, x-mockoai-itl-ms, "
+        "x-mockoai-tokens and x-mockoai-tokens-per-event headers.",
+        flag=True,
+    )
+    admin_key: str | None = setting(
+        None,
+        _text,
+        "Key the admin API (/_mockoai/rules, ...) requires; with --api-key and none, "
+        "the admin API is off.",
+        metavar="KEY",
+        show=lambda key: "(set)" if key else "None",
+    )
+    journal: str = setting(
+        JOURNAL_AUTO,
+        _journal,
+        "Keep the journal of the last requests (GET /_mockoai/journal, the verdict): auto "
+        "(while rules or control headers are in force), on or off.",
+        metavar="MODE",
+    )
+    journal_size: int = setting(
+        1000, _integer(1, 1_000_000), "Requests the journal keeps (per worker).", metavar="N"
+    )
+    journal_bodies: int = setting(
+        0,
+        _integer(0, 1_000_000),
+        "Bytes of each request body the journal keeps (0 = none).",
+        metavar="BYTES",
+    )
+
+
+@attrs.frozen
 class ObservabilitySettings:
     """What the server tells about itself: access and request logs, the KV-cache gauge."""
 
@@ -1508,6 +1599,7 @@ class Settings:
     cors: CorsSettings = group(CorsSettings)
     openrouter: OpenRouterSettings = group(OpenRouterSettings)
     responses: ResponsesSettings = group(ResponsesSettings)
+    faults: FaultSettings = group(FaultSettings)
     observability: ObservabilitySettings = group(ObservabilitySettings)
 
     @classmethod
@@ -1550,6 +1642,30 @@ FIELDS: tuple[Field, ...] = (*_fields(Settings), PORT)
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 #: Settings a [[models]] table may set for that model alone.
 PER_MODEL: tuple[str, ...] = tuple(f.name for f in _fields(ModelProfile))
+_PROFILE_FIELDS = {f.name: f for f in _fields(ModelProfile)}
+
+
+def model_settings(profile: ModelProfile) -> dict[str, str]:
+    """A model's per-model settings as the startup log shows them (the admin API's view)."""
+    return {name: field.describe(field.get(profile)) for name, field in _PROFILE_FIELDS.items()}  # type: ignore[arg-type]
+
+
+def with_model_settings(profile: ModelProfile, raw: Mapping[str, object]) -> ModelProfile:
+    """
+    ``profile`` with some per-model settings replaced at runtime (the admin
+    API), each parsed as a [[models]] table's value is; a ValueError names
+    the first that is not a per-model setting or does not parse.
+    """
+    values = {}
+    for name, value in raw.items():
+        field = _PROFILE_FIELDS.get(name)
+        if field is None:
+            raise ValueError(f"{name}: not a per-model setting (one of {', '.join(PER_MODEL)})")
+        try:
+            values[name] = field.parse(value)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+    return _replace(profile, values)
 
 
 def _read_profile(path: str) -> dict[str, object]:

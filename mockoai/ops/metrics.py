@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 
 from mockoai.ops.observe import RequestCounts, recent_ring, recent_state
 from mockoai.ops.stats import Histogram, ModelStats, Stats
+from mockoai.pipeline.control import FaultCounts
 
 if TYPE_CHECKING:
     from mockoai.ops.siblings import Siblings
@@ -79,6 +80,8 @@ class Metrics:
         #: The site, for the in-flight count (set when the service is built).
         self.site: Any = None
         self.siblings: Siblings | None = None
+        #: Faults applied by kind, model and rule (L{mockoai.pipeline.control}).
+        self.faults = FaultCounts()
 
     def state(self) -> State:
         """This process's raw numbers, JSON-able."""
@@ -90,7 +93,16 @@ class Metrics:
             "name": self.name,
             "recent": recent_state(self.recent),
             "error_kinds": self.counts.kinds_state(),
+            "faults": self.faults.state(),
         }
+
+    def clear(self) -> None:
+        """Every number back to nothing (``POST /_mockoai/reset``)."""
+        self.stats.clear()
+        self.counts.counts.clear()
+        self.counts.kinds.clear()
+        self.recent.clear()
+        self.faults.clear()
 
     def _gathered(self, render: Any) -> Body:
         own = self.state()
@@ -161,7 +173,21 @@ def exposition(states: list[State]) -> bytes:
 
 def stats_body(states: list[State]) -> bytes:
     stats = merge(states)[0]
-    return ujson.dumps({"models": stats.snapshot(), "workers": len(states)}).encode()
+    faults = [
+        {"kind": kind, "model": model, "rule": rule, "count": n}
+        for (kind, model, rule), n in sorted(merged_faults(states).counts.items())
+    ]
+    return ujson.dumps(
+        {"models": stats.snapshot(), "workers": len(states), "faults": faults}
+    ).encode()
+
+
+def merged_faults(states: list[State]) -> FaultCounts:
+    """Every worker's fault counters, summed (a state from before they existed has none)."""
+    faults = FaultCounts()
+    for state in states:
+        faults.load(state.get("faults", []))
+    return faults
 
 
 def _histogram(
@@ -243,6 +269,15 @@ class _Collector:
             for status, n in sorted(s.errors.items()):
                 errors.add_metric([model, str(status)], n)
         yield errors
+        faults = CounterMetricFamily(
+            "mockoai_faults",
+            "Faults, scripted answers and latency overrides applied by rules or control "
+            "headers, by kind, model and rule (rule=header: a control header).",
+            labels=["kind", "model", "rule"],
+        )
+        for (kind, model, rule), n in sorted(merged_faults(self.states).counts.items()):
+            faults.add_metric([kind, model, rule], n)
+        yield faults
 
     def _vllm(
         self, engines: dict[str, list[int]], models: list[tuple[str, ModelStats]]

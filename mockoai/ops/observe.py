@@ -49,6 +49,11 @@ _EXACT = (
     "/metrics",
     "/_mockoai/dashboard",
     "/_mockoai/dashboard/events",
+    "/_mockoai/rules",
+    "/_mockoai/models",
+    "/_mockoai/reset",
+    "/_mockoai/journal",
+    "/_mockoai/verdict",
 )
 _LABELS = {path.encode(): path for path in _EXACT}
 
@@ -64,6 +69,8 @@ def endpoint_label(path: bytes) -> str:
         if path.endswith(b"/input_items"):
             return "/v1/responses/{id}/input_items"
         return "/v1/responses/{id}"
+    if path.startswith(b"/_mockoai/models/"):
+        return "/_mockoai/models/{model}"
     if path.startswith(b"/api/v1/models/"):
         if path.endswith(b"/endpoints"):
             return "/api/v1/models/{model}/endpoints"
@@ -173,6 +180,8 @@ class Observer:
     ) -> None:
         self.counts = counts
         self.log = log
+        #: The journal, while it is kept (L{mockoai.ops.journal}); None: not a call.
+        self.journal: Sink | None = None
         self.recent = recent
         # Bound once: the ring costs a request one clock read, a tuple and an append.
         self._keep = None if recent is None else recent.append
@@ -192,6 +201,8 @@ class Observer:
             keep((self._seconds(), endpoint, status, outcome))
         if self.log is not None:
             self.log.add(request, status, endpoint, outcome)
+        if self.journal is not None:
+            self.journal.add(request, status, endpoint, outcome)
 
 
 def _started(request: Any) -> bool:

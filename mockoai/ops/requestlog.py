@@ -193,6 +193,8 @@ _NOTHING = dict.fromkeys(
         "e2e_ms",
         "finish_reason",
         "error",
+        "rule",
+        "fault",
     )
 )
 
@@ -247,4 +249,9 @@ def format_line(
             finish_reason="cancelled" if outcome.cancelled else outcome.finish_reason,
             error=outcome.error,
         )
+        decision = outcome.decision
+        if decision is None:
+            record.update(rule=None, fault=None)
+        else:
+            record.update(rule=decision.rule, fault=",".join(decision.actions) or None)
     return ujson.dumps(record, ensure_ascii=False, escape_forward_slashes=False) + "\n"

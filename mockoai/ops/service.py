@@ -27,16 +27,22 @@ from mockoai.dialects.openai.dialect import OpenAI
 from mockoai.dialects.openrouter import errors as openrouter_errors
 from mockoai.dialects.openrouter.api import OpenRouter
 from mockoai.dialects.openrouter.dialect import KEY_REFUSALS
-from mockoai.ops.config import Settings, describe
+from mockoai.ops.admin import TOPIC, Admin
+from mockoai.ops.config import JOURNAL_AUTO, Settings, describe
+from mockoai.ops.journal import Journal
 from mockoai.ops.observe import Observer
 from mockoai.ops.requestlog import RequestLog, worker_path
 from mockoai.ops.siblings import Siblings
 from mockoai.ops.stats import Stats
 from mockoai.ops.workers import ReusePortService, clean_exit
 from mockoai.pipeline import faults
+from mockoai.pipeline.control import Control
 from mockoai.pipeline.errors import Envelopes, draining
 from mockoai.pipeline.gate import Gate
+from mockoai.pipeline.generate import Pipeline
 from mockoai.pipeline.ids import IdMaker
+from mockoai.pipeline.rules import EMPTY as NO_RULES
+from mockoai.pipeline.rules import compile_file
 from mockoai.routes import MockOAI
 from mockoai.sim.core import Core
 from mockoai.wire import cors
@@ -267,6 +273,7 @@ def build(
     )
     top = MockoaiService(settings, core, api, site, reactor)
     _observe(top, worker, run_dir)
+    _control(top, worker)
     siblings = api.metrics.siblings
     if siblings is not None and worker is not None:
         # A stored response lives in the worker that made it; the others ask it.
@@ -317,6 +324,52 @@ def _observe(top: MockoaiService, worker: int | None, run_dir: str | None) -> No
     if run_dir is not None and worker is not None:
         metrics.siblings = Siblings(clock, run_dir, worker, metrics.state)
         metrics.siblings.setServiceParent(top)
+
+
+def _control(top: MockoaiService, worker: int | None) -> None:
+    """
+    Rules and control headers over every generation pipeline, the journal
+    (kept while they are in force, or as ``--journal`` says), the admin API.
+    """
+    settings, api, clock = top.settings, top.api, top.clock
+    faults = settings.faults
+    found = faults.rules
+    control = Control(
+        clock,
+        top.core.planner,
+        NO_RULES if found is None else compile_file(found.path, found.document),
+        faults.allow_control_headers,
+        api.metrics.faults,
+    )
+    # Every pipeline of the route table, whatever its API: one place decides for all.
+    control.install([p.dialect for p in vars(api).values() if isinstance(p, Pipeline)])
+    journal = Journal(clock, faults.journal_size, faults.journal_bodies, worker or 0)
+    observer = top.site.observer
+    assert observer is not None  # set by _observe
+    mode = faults.journal
+
+    def follow(active: bool) -> None:
+        keep = mode == "on" or (mode == JOURNAL_AUTO and active)
+        observer.journal = journal if keep else None
+
+    control.on_change.append(follow)
+    follow(control.active)
+    if found is not None:
+        _log.info("rules: {rules}", rules=control.book)
+    admin = api.admin = Admin(
+        top.core,
+        control,
+        journal,
+        api.metrics,
+        api.gate.limits,
+        faults.admin_key,
+        bool(settings.auth.all_keys),
+    )
+    siblings = api.metrics.siblings
+    if siblings is not None and worker is not None:
+        admin.worker = worker
+        admin.siblings = siblings
+        siblings.answers[TOPIC] = admin.answer
 
 
 def _use_lean(choice: str) -> bool:

@@ -507,6 +507,10 @@ class Stats:
                 stats = self._models[name] = ModelStats()
         return stats
 
+    def clear(self) -> None:
+        """Every model's numbers gone (the admin API's reset)."""
+        self._models.clear()
+
     def merge(self, other: Stats) -> Stats:
         for name, stats in other._models.items():
             self.for_model(name).merge(stats)

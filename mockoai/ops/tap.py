@@ -23,6 +23,7 @@ from twisted.python import usage
 from mockoai.ops.config import FIELDS, ConfigError, Field, Settings, load_settings
 from mockoai.ops.service import MockoaiService, build
 from mockoai.ops.workers import Supervisor, make_run_dir, serve_as_worker
+from mockoai.pipeline.rules import RuleError, compile_file
 
 
 class Options(usage.Options):
@@ -65,6 +66,13 @@ class Options(usage.Options):
         except ConfigError as e:
             # One line, not twistd's usage dump: the message names the option.
             raise SystemExit(f"mockoai: error: {e}") from None
+        found = self.settings.faults.rules
+        if found is not None:
+            # What the rules say, checked now: a bad rule stops the start, in one line.
+            try:
+                compile_file(found.path, found.document)
+            except RuleError as e:
+                raise SystemExit(f"mockoai: error: --rules: {e}") from None
 
 
 def _collector(field: Field) -> Callable[[Options, str], None]:

@@ -35,6 +35,14 @@ MONITORING = frozenset({b"/health", b"/metrics", b"/stats", b"/_mockoai/dashboar
 #: page is the package's static file; its numbers come from its events, above.
 _PUBLIC_PREFIX = b"/api/v1/models/"
 _PUBLIC = frozenset({b"/api/v1/models", b"/_mockoai/dashboard"})
+#: mockoai's admin API (L{mockoai.ops.admin}), which checks its own key.
+ADMIN_PATHS = (
+    b"/_mockoai/rules",
+    b"/_mockoai/models",
+    b"/_mockoai/reset",
+    b"/_mockoai/journal",
+    b"/_mockoai/verdict",
+)
 
 _MISSING_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -126,7 +134,7 @@ class Authenticator:
             request.key_label = label
             return None
         path = request.path
-        if path in self._exempt or path.startswith(_PUBLIC_PREFIX):
+        if path in self._exempt or path.startswith(_PUBLIC_PREFIX) or path.startswith(ADMIN_PATHS):
             return None
         self.refused += 1
         token = presented_key(request)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mockoai.interfaces import Request
     from mockoai.ops.stats import Stats
     from mockoai.pipeline.dialect import Answer, Dialect
+    from mockoai.pipeline.faults import Fault
     from mockoai.pipeline.gate import Gate
     from mockoai.sim.core import Core, ServedModel
     from mockoai.sim.sampling import Plan
@@ -70,17 +71,20 @@ class Pipeline:
             # Gate: the rate limits (engine admission comes at submission).
             self.gate.charge(request, wanted, served)
             plan = self.planner.plan(wanted, served.profile)
-            cut = None
+            fault = None
             if dialect.faults is not None:
                 fault = dialect.faults.draw(request, wanted, served, plan)
                 if fault is not None:
                     if fault.refusal is not None:
                         raise fault.refusal
-                    cut = fault.after
-            answer.begin(plan, cut)
+                    if fault.silent:
+                        return faults.silent(request, fault.end, wanted.stream, stats)
+                    if fault.plan is not None:
+                        plan = fault.plan
+            answer.begin(plan, None if fault is None else fault.after)
             if wanted.stream:
-                return self._stream(request, answer, served, plan, stats, cut)
-            return self._reply(request, answer, served, plan, stats, cut)
+                return self._stream(request, answer, served, plan, stats, fault)
+            return self._reply(request, answer, served, plan, stats, fault)
         except APIError as error:
             refusal = dialect.refusal
             if refusal is None:
@@ -97,7 +101,7 @@ class Pipeline:
         served: ServedModel,
         plan: Plan,
         stats: Outcome,
-        cut: int | None,
+        fault: Fault | None,
     ) -> Deferred[None]:
         """An SSE answer, paced token by token; headers go out on admission."""
         request.setHeader(b"Content-Type", EVENT_STREAM)
@@ -108,14 +112,14 @@ class Pipeline:
             plan,
             answer.events(),
             served.pacer,
-            served.engine,
+            served.engine if fault is None or not fault.timed else None,
             stats,
             answer if hooked else None,
             self.dialect.envelope,
             self.streams,
         )
-        if cut is not None:
-            faults.cut_stream(producer, cut, answer.mid_stream_error())
+        if fault is not None and fault.after is not None:
+            faults.cut_stream(producer, fault.after, answer.mid_stream_error(), fault.end)
         done = producer.start()
         if hooked:
             done.addCallback(answer.ended, producer)
@@ -128,16 +132,34 @@ class Pipeline:
         served: ServedModel,
         plan: Plan,
         stats: Outcome,
-        cut: int | None,
+        fault: Fault | None,
     ) -> bytes | Deferred[bytes]:
         """The whole body once its last token is out (or the error, once the cut is)."""
         request.setHeader(b"Content-Type", JSON)
         engine, pacer = served.engine, served.pacer
-        if cut is None:
+        if fault is None:
             result = after_tokens(engine, pacer, plan, plan.tokens, answer.body, stats)
         else:
-            # Not counted as answered: it was not.
-            result = after_tokens(engine, pacer, plan, faults.steps(plan, cut), answer.broken)
+            if fault.timed:
+                engine = None
+            cut = fault.after
+            if cut is None:
+                result = after_tokens(engine, pacer, plan, plan.tokens, answer.body, stats)
+            elif fault.end == faults.ERROR_EVENT:
+                # Not counted as answered: it was not.
+                result = after_tokens(engine, pacer, plan, faults.steps(plan, cut), answer.broken)
+            else:
+                result = faults.cut_plain(
+                    request,
+                    engine,
+                    pacer,
+                    plan,
+                    cut,
+                    fault.end,
+                    answer.body,
+                    stats,
+                    self.dialect.envelope,
+                )
         if answer.hooked and isinstance(result, Deferred):
             result.addErrback(answer.abandoned)
         return result

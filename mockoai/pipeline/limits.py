@@ -190,6 +190,10 @@ class BucketMap:
     def peek(self, name: str) -> TokenBucket | None:
         return self._buckets.get(name)
 
+    def clear(self) -> None:
+        """Every bucket full again (the admin API's reset)."""
+        self._buckets.clear()
+
     def prune(self, now: float) -> None:
         """Drop full buckets from the LRU end (amortised O(1) per call)."""
         buckets = self._buckets
@@ -352,6 +356,14 @@ class RateLimits:
             m is not None for maps in self.per_key.values() for m in maps
         )
         self.refused = 0
+
+    def clear(self) -> None:
+        """Every bucket full again (the admin API's reset)."""
+        maps = [self.requests, self.tokens, self.ips]
+        maps += [m for pair in self.per_key.values() for m in pair]
+        for bucket_map in maps:
+            if bucket_map is not None:
+                bucket_map.clear()
 
     def _maps(self, key: str) -> tuple[BucketMap | None, BucketMap | None]:
         """The (requests, tokens) bucket maps ``key`` spends from."""

@@ -31,6 +31,7 @@ class Outcome:
     __slots__ = (
         "cancelled",
         "completion_tokens",
+        "decision",
         "e2e",
         "error",
         "finish_reason",
@@ -60,6 +61,8 @@ class Outcome:
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.cancelled = False
+        #: What rules or control headers decided for it (L{mockoai.pipeline.control.Decision}).
+        self.decision: Any = None
 
     # The Recorder interface of the request path (see mockoai.ops.stats.Recorder).
 

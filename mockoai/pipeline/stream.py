@@ -178,8 +178,10 @@ class StreamProducer:
         self._live = live
         #: The events to send, each with the tokens that must be out first.
         self.timeline = token_timeline(plan, events)
-        #: Broken off by a fault: it ends on its error event, nothing after.
-        self.broken = False
+        #: Broken off by a fault: it ends on its error event, nothing after;
+        #: or what ends it instead of its end (L{mockoai.pipeline.faults}: a
+        #: hang, a reset), which then neither finishes the response nor counts it.
+        self.broken: bool | Callable[[], None] = False
         #: The next event of the timeline to send.
         self._k = 0
         # One waiter, re-armed for each event (inactive until then).
@@ -314,8 +316,12 @@ class StreamProducer:
         if self._stopped:
             return
         request = self.request
-        if not self.broken:
+        broken = self.broken
+        if not broken:
             request.write(b"".join(self.events.closing()))
+        elif broken is not True:
+            broken()  # a fault that ends it otherwise (a hang, a reset)
+            return
         plan = self.plan
         self.stats.completed(
             self.clock.seconds() - self._t0,

@@ -110,6 +110,15 @@ class ChoicePlan:
             self._partition()
         return self._spans
 
+    def split(self, spans: list[tuple[int, int, int]], counts: list[int]) -> None:
+        """
+        Set the stream events of a segmented choice instead of drawing them
+        (an answer scripted chunk by chunk: L{mockoai.pipeline.control}).
+        """
+        self._spans = spans
+        self._counts = counts
+        self._bounds = []
+
     def _partition(self) -> None:
         if self.segments is None:
             self._bounds, self._counts = self._planner.partition(self, self._draws)
