@@ -332,6 +332,33 @@ class StoreTests(ResponsesTestCase):
             self.assertEqual(error["message"], f"No response found with id '{data['id']}'.")
             self.assertEqual(error["code"], "response_not_found")
 
+    def test_every_kind_of_input_item_listed(self) -> None:
+        data = self.ok(
+            input=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+                {"role": "assistant", "content": "Let me look."},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "Sunny"},
+                {"type": "item_reference", "id": "msg_elsewhere"},
+            ]
+        )
+        listed = self.client.get(f"/v1/responses/{data['id']}/input_items?order=asc").json()
+        validate("ResponseItemList", listed)
+        kinds = [(item["type"], item.get("role")) for item in listed["data"]]
+        self.assertEqual(
+            kinds,
+            [
+                ("message", "system"),
+                ("message", "user"),
+                ("message", "assistant"),
+                ("function_call", None),
+                ("function_call_output", None),
+            ],
+        )
+        self.assertEqual(len({item["id"] for item in listed["data"]}), 5)
+        self.assertEqual(listed["data"][2]["content"][0]["type"], "output_text")
+
     def test_store_false(self) -> None:
         data = self.ok(store=False)
         self.assertFalse(data["store"])

@@ -205,16 +205,18 @@ def input_items(stored: Stored, ids: ResponseIds) -> list[dict[str, Any]]:
         value = [{"role": "user", "content": value}]
     items = []
     for index, item in enumerate(value):
-        if type(item) is not dict:
-            continue
-        kind = item.get("type") or "message"
+        kind = item.get("type") or "message" if type(item) is dict else None
+        if kind is None or kind == "item_reference":
+            continue  # a reference lists as what it refers to, which is listed already
         # An input item's id is its position's, stable from one listing to the next.
         number = f"{stored.id[5:]}{index:04x}"
         if kind == "message":
             content = item.get("content")
             if type(content) is str:
-                part = "output_text" if item.get("role") == "assistant" else "input_text"
-                content = [{"type": part, "text": content}]
+                content = [{"type": "input_text", "text": content}]
+            if item.get("role") == "assistant":
+                # An earlier answer, as the output message it was.
+                content = [_output_text(part) for part in content if type(part) is dict]
             entry: dict[str, Any] = {
                 "id": item.get("id") or "msg_" + number[-50:],
                 "type": "message",
@@ -231,6 +233,17 @@ def input_items(stored: Stored, ids: ResponseIds) -> list[dict[str, Any]]:
                 entry.setdefault("status", "completed")
         items.append(entry)
     return items
+
+
+def _output_text(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") not in ("input_text", "output_text"):
+        return part
+    return {
+        "type": "output_text",
+        "text": part.get("text", ""),
+        "annotations": part.get("annotations", []),
+        "logprobs": part.get("logprobs", []),
+    }
 
 
 def item_list(items: list[dict[str, Any]], limit: int, order: str, after: str | None) -> bytes:
