@@ -17,10 +17,11 @@ again.
 
 The workers meet in a run directory (their state sockets, their pids).  A
 supervisor killed with SIGKILL cannot remove it, and its workers, told by
-the kernel to drain (L{die_with_parent}), write to a pipe nobody reads: so
-a worker whose supervisor is gone logs to ``worker-I.log`` in the run
-directory instead, and the next supervisor to start relays those last lines
-into its own log and removes the directory, once those workers have exited.
+the kernel to drain (L{die_with_parent}), would write to a pipe nobody
+reads: so a worker whose supervisor is gone logs to ``worker-I.log`` in the
+run directory instead, and the next supervisor to start relays those last
+lines into its own log and removes the directory, once those workers have
+exited.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ _log = Logger(namespace="mockoai")
 #: pause, so a worker that cannot start does not spin.
 _RESTART_DELAY = 1.0
 _PR_SET_PDEATHSIG = 1
+#: What the kernel sends a worker when its supervisor dies: not SIGTERM,
+#: which is also how a live supervisor stops a worker (see L{die_with_parent}).
+_PARENT_DIED: int = getattr(signal, "SIGRTMIN", 0)
 _KILL_AFTER = 5.0
 
 #: Run directories are ``mockoai-workers-*`` in the temporary directory.
@@ -143,40 +147,25 @@ def _last_lines(path: str, count: int) -> list[str]:
 
 def serve_as_worker(supervisor: int, run_dir: str | None, index: int | None, reactor: Any) -> None:
     """
-    Set up this process as worker ``index`` of ``supervisor``: drain when it
-    dies (L{die_with_parent}), leave its pid in the run directory, and once
-    the supervisor is gone, log to the run directory instead of to the pipe
-    it no longer reads.
+    Set up this process as worker ``index`` of ``supervisor``: leave its pid
+    in the run directory, and drain when the supervisor dies
+    (L{die_with_parent}), logging to the run directory from then on instead
+    of to the pipe it no longer reads.
     """
-    die_with_parent(supervisor)
-    if run_dir is None or index is None:
-        return
-    with contextlib.suppress(OSError):
-        _mark(os.path.join(run_dir, _WORKER_PID.format(index=index)), os.getpid())
-    log_path = os.path.join(run_dir, _WORKER_LOG.format(index=index))
+    log_path = None
+    if run_dir is not None and index is not None:
+        with contextlib.suppress(OSError):
+            _mark(os.path.join(run_dir, _WORKER_PID.format(index=index)), os.getpid())
+        log_path = os.path.join(run_dir, _WORKER_LOG.format(index=index))
 
     def orphaned() -> None:
-        if os.getppid() != supervisor:
+        # Where the kernel cannot tell us (not Linux), a worker stopped
+        # after its supervisor died still keeps its last lines.
+        if log_path is not None and os.getppid() != supervisor:
             _log_to(log_path)
 
-    def watch_sigterm() -> None:
-        # The kernel's SIGTERM (the supervisor died) must move the logs
-        # before anything is logged: twistd's own handler logs "Received
-        # SIGTERM" at once, into the pipe the dead supervisor no longer
-        # reads, and a write there can end the process before any shutdown
-        # trigger runs.  So wrap the handler the reactor installed.
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous):
-            return
-
-        def on_sigterm(signum: int, frame: Any) -> None:
-            orphaned()
-            previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    reactor.callWhenRunning(watch_sigterm)
     reactor.addSystemEventTrigger("before", "shutdown", orphaned)
+    die_with_parent(supervisor, reactor, log_path)
 
 
 def _log_to(path: str) -> None:
@@ -205,22 +194,54 @@ def reuseport_endpoint(description: str) -> tuple[int, str, int, int]:
     return family, endpoint._interface, endpoint._port, endpoint._backlog
 
 
-def die_with_parent(supervisor: int) -> None:
+def die_with_parent(supervisor: int, reactor: Any, log_path: str | None = None) -> None:
     """
-    Have the kernel send this worker SIGTERM (a graceful drain) when its
-    supervisor dies: a supervisor killed with SIGKILL cannot stop its
-    workers, which would otherwise keep serving the port forever.  Linux
-    only; elsewhere a no-op.
+    Have the kernel tell this worker when its supervisor dies, and drain
+    then: a supervisor killed with SIGKILL cannot stop its workers, which
+    would otherwise keep serving the port forever.  From that moment on the
+    worker logs to ``log_path`` (when given), not to the dead supervisor's
+    pipe.  Linux only; elsewhere a no-op.
+
+    The kernel's word is L{_PARENT_DIED}, not SIGTERM, and the worker acts
+    on the signal, not on C{getppid()}: the kernel sends it when the
+    I{thread} that started the worker exits (prctl(2)), and a killed
+    supervisor with threads loses its main thread first, while the worker,
+    handed to a sibling thread, still sees the supervisor's pid as its
+    parent; it sends it again once the last thread is gone.  A SIGTERM
+    could be either that or a live supervisor's stop.  The handler goes in
+    before the kernel is asked, so the signal's default action (the
+    process ends, unlogged) never applies, not even before the reactor runs.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not _PARENT_DIED:
         return
+    told = False
+
+    def drain() -> None:
+        _log.warn("supervisor {pid} is gone: draining, then exiting", pid=supervisor)
+        with contextlib.suppress(net_error.ReactorNotRunning):
+            reactor.stop()
+
+    def on_parent_died(signum: int, frame: Any) -> None:
+        nonlocal told
+        if told:  # the second word, once the supervisor's last thread is gone
+            return
+        told = True
+        with contextlib.suppress(OSError, AttributeError):
+            libc.prctl(_PR_SET_PDEATHSIG, 0)
+        if log_path is not None:
+            _log_to(log_path)
+        # As twisted's own SIGTERM handler: out of the signal handler, and
+        # queued until the reactor runs when it does not yet.
+        reactor.callFromThread(drain)
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
+        signal.signal(_PARENT_DIED, on_parent_died)
+        libc.prctl(_PR_SET_PDEATHSIG, _PARENT_DIED)
+    except (OSError, AttributeError, ValueError):
         return
     if os.getppid() != supervisor:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), _PARENT_DIED)
 
 
 class ReusePortService(Service):
