@@ -489,7 +489,7 @@ def _function(tool: object, where: str, model: str, params: Params) -> Tool:
     # Chat's checks of a function (its schema's type, strict mode's rules,
     # that an answer can satisfy it): a flat tool is its function, and the
     # Responses API is strict unless told otherwise.
-    checked = shapes._function(tool if strict is not None else {**tool, "strict": True}, where)
+    checked = shapes.function_tool(tool if strict is not None else {**tool, "strict": True}, where)
     schema = checked.schema
     # The Responses API is strict unless told otherwise.
     params.tools.append(
@@ -606,7 +606,7 @@ def _text(
                 check_strict(
                     schema, name, RESPONSE_FORMAT, "text.format.schema", "invalid_json_schema"
                 )
-            shapes._satisfiable(
+            shapes.satisfiable(
                 schema, f"Invalid schema for response format '{name}'", "text.format.schema"
             )
             wanted.document = schema

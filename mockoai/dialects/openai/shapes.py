@@ -73,7 +73,7 @@ def _tools(body: dict[str, object], wanted: GenerationRequest) -> None:
         if type(functions) is not list:
             raise errors.invalid_type("functions", "an array", functions)
         for i, function in enumerate(functions):
-            found.append(_function(function, f"functions[{i}]"))
+            found.append(function_tool(function, f"functions[{i}]"))
     else:
         if type(tools) is not list:
             raise errors.invalid_type("tools", "an array", tools)
@@ -90,7 +90,7 @@ def _tools(body: dict[str, object], wanted: GenerationRequest) -> None:
                 raise errors.invalid_value(f"{where}.type", kind, ("function",))
             if "function" not in tool:
                 raise errors.missing(f"{where}.function")
-            found.append(_function(tool["function"], f"{where}.function"))
+            found.append(function_tool(tool["function"], f"{where}.function"))
     if not found:
         if body.get("tool_choice") is not None:
             raise errors.invalid(
@@ -112,7 +112,7 @@ def _tools(body: dict[str, object], wanted: GenerationRequest) -> None:
         wanted.parallel_tool_calls = False
 
 
-def _function(function: object, where: str) -> Tool:
+def function_tool(function: object, where: str) -> Tool:
     """One function definition: its name, and its parameters' schema, checked."""
     if type(function) is not dict:
         raise errors.invalid_type(where, "an object", function)
@@ -149,10 +149,10 @@ def _function(function: object, where: str) -> Tool:
         raise errors.invalid_type(f"{where}.strict", "a boolean", strict_flag)
     if strict_flag:
         strict.check_strict(parameters, name, "function", param)
-    return Tool(name, _satisfiable(parameters, f"Invalid schema for function '{name}'", param))
+    return Tool(name, satisfiable(parameters, f"Invalid schema for function '{name}'", param))
 
 
-def _satisfiable(document: object, what: str, param: str) -> schema.CompiledSchema:
+def satisfiable(document: object, what: str, param: str) -> schema.CompiledSchema:
     """
     The schema compiled for the planner; one we could never answer to is
     the client's 400, not a wrong answer.
@@ -283,7 +283,7 @@ def _format(
                 )
             if spec.get("strict") is True:
                 strict.check_strict(document, name, "response_format", "response_format")
-            wanted.document = _satisfiable(
+            wanted.document = satisfiable(
                 document, f"Invalid schema for response_format '{name}'", "response_format"
             )
         elif kind != "text":
@@ -299,7 +299,7 @@ def _format(
                 raise errors.invalid("guided_json", "guided_json is not valid JSON.") from None
         if type(guided) is not dict:
             raise errors.invalid_type("guided_json", "an object", guided)
-        wanted.document = _satisfiable(guided, "Invalid guided_json schema", "guided_json")
+        wanted.document = satisfiable(guided, "Invalid guided_json schema", "guided_json")
     options = body.get("guided_choice")
     if options is not None:
         if type(options) is not list or not options or not all(type(o) is str for o in options):
