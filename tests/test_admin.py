@@ -184,10 +184,13 @@ class WorkersTests(SynchronousTestCase):
         self.addCleanup(server.cleanup)
         server.start(timeout=60)
         self.addCleanup(server.stop, 30)
-        server.wait_for_output("ready in", timeout=60)
+        # Both workers up and reachable by each other: a scrape counts them both.
         deadline = time.monotonic() + 60
-        while server.stdout.count("ready in") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while time.monotonic() < deadline:
+            status, metrics = self.request(server, "GET", "/metrics")
+            if status == 200 and b"mockoai_workers 2.0" in metrics:
+                break
+            time.sleep(0.2)
         status, answer = self.request(server, "PUT", "/_mockoai/rules", RULES)
         self.assertEqual((status, answer), (200, {"rules": 1, "workers": 2, "failed": 0}))
         statuses = [

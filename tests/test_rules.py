@@ -59,6 +59,9 @@ class View:
         self.read.append("system")
         return str(self._system)
 
+    def raw(self) -> bytes:
+        return json.dumps({"user": self._user, "system": self._system}).encode()
+
 
 def rule(**fields: Any) -> rules.Rule:
     fields.setdefault("fault", "status:503")
@@ -113,10 +116,35 @@ class ConditionTests(SynchronousTestCase):
         self.assertTrue(compiled.holds(view))
         self.assertEqual(view.read, ["user"])
 
-    def test_wants_model(self) -> None:
-        self.assertTrue(rule().wants_model("anything"))
-        self.assertTrue(rule(model=["a", "b*"]).wants_model("bee"))
-        self.assertFalse(rule(model="a").wants_model("b"))
+    def test_plain_text_is_ruled_out_from_the_bytes(self) -> None:
+        """A body whose bytes lack a plain needle is not parsed; other needles always are."""
+        plain = rule(user="needle 1", system="be [brief]")
+        self.assertEqual((plain.user_raw, plain.system_raw), (b"needle 1", b"be [brief]"))
+        view = View(user="no such thing", system="be [brief]")
+        self.assertFalse(plain.holds(view))
+        self.assertEqual(view.read, [])
+        for needle in ("a/b", "caf\u00e9", 'say "hi"', "tab\tbed"):
+            self.assertIsNone(rule(user=needle).user_raw, needle)
+        escaped = rule(user="a/b")
+        view = View(user="a/b")
+        self.assertTrue(escaped.holds(view))
+        self.assertEqual(view.read, ["user"])
+
+    def test_fits_a_kind_of_request(self) -> None:
+        kind = ("openai", "/v1/chat/completions", "bee", "bee", False)
+        self.assertTrue(rule().fits(*kind))
+        self.assertTrue(rule(model=["a", "b*"]).fits(*kind))
+        self.assertFalse(rule(model="a").fits(*kind))
+        self.assertFalse(rule(stream=True).fits(*kind))
+        self.assertFalse(rule(dialect="anthropic").fits(*kind))
+        self.assertTrue(rule(path="/v1/*").fits(*kind))
+
+    def test_gates(self) -> None:
+        self.assertIsNone(rule(model="a", tools=True).gate)
+        self.assertEqual(rule(key="k", headers={"x": "1"}).gate, ("key", frozenset({b"k"})))
+        self.assertEqual(rule(headers={"X-A": "1", "x-b": "*"}).gate, ("header", b"x-a"))
+        self.assertEqual(rule(user="needle").gate, ("text", b"needle"))
+        self.assertIsNone(rule(user="a/b").gate)  # not certain in the bytes: no gate
 
 
 class TimeCountChanceTests(SynchronousTestCase):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mockoai.ops.requestlog import mask
 from mockoai.pipeline.auth import presented_key
+from mockoai.pipeline.control import header_table
 from mockoai.pipeline.limits import client_ip
 
 if TYPE_CHECKING:
@@ -39,12 +40,21 @@ Entry = tuple[Any, ...]
 OWN = b"/_mockoai/"
 
 
-def client_of(request: Any) -> str:
+class _Headers:
+    """A request's headers by name, read in one pass (see L{header_table})."""
+
+    __slots__ = ("getHeader",)
+
+    def __init__(self, request: Any) -> None:
+        self.getHeader = header_table(request)
+
+
+def client_of(request: Any, headers: Any = None) -> str:
     """Who sent it: its key's label, else its key (masked), else its address."""
     label = getattr(request, "key_label", None)
     if label:
         return f"key {label}"
-    key = presented_key(request)
+    key = presented_key(request if headers is None else headers)
     if key is not None:
         return f"key {mask(key.decode('latin-1'))}"
     try:
@@ -65,16 +75,21 @@ def response_header(request: Any, name: bytes) -> bytes | None:
     return values[-1] if values else None
 
 
-def _body(request: Any) -> bytes:
+def _body(request: Any, keep: int) -> tuple[int, bytes | None]:
+    """A checksum of the body and its first ``keep`` bytes (None: none kept), uncopied if it can."""
     content = getattr(request, "content", None)
     if content is None:
-        return b""
+        return 0, None
+    getbuffer = getattr(content, "getbuffer", None)
     try:
+        if getbuffer is not None:  # a BytesIO: read in place
+            with getbuffer() as view:
+                return zlib.crc32(view), bytes(view[:keep]) if keep else None
         content.seek(0)
         data: bytes = content.read()
     except (OSError, ValueError):
-        return b""
-    return data
+        return 0, None
+    return zlib.crc32(data), data[:keep] if keep else None
 
 
 class Journal:
@@ -91,20 +106,21 @@ class Journal:
         """A request ended: keep what it knows (the finish hook's sink), not mockoai's own."""
         if request.path.startswith(OWN):
             return
-        body = _body(request) if request.method == b"POST" else b""
-        retry_after = response_header(request, b"retry-after")
+        crc, body = _body(request, self.bodies) if request.method == b"POST" else (0, None)
+        headers = _Headers(request)
         self.ring.append(
             (
                 self.clock.seconds(),
                 response_header(request, b"x-request-id") or b"",
-                client_of(request),
+                client_of(request, headers),
                 request.method,
                 endpoint,
                 status,
                 outcome,
-                retry_after,
-                zlib.crc32(body) if body else 0,
-                body[: self.bodies] if self.bodies else None,
+                response_header(request, b"retry-after"),
+                headers.getHeader(b"x-stainless-retry-count"),
+                crc,
+                body,
             )
         )
 
@@ -116,7 +132,7 @@ class Journal:
         return [self._record(entry) for entry in self.ring]
 
     def _record(self, entry: Entry) -> dict[str, Any]:
-        at, rid, client, method, endpoint, status, outcome, retry_after, crc, body = entry
+        at, rid, client, method, endpoint, status, outcome, retry_after, retry, crc, body = entry
         record: dict[str, Any] = {
             "time": at,
             "arrived": at,
@@ -135,7 +151,7 @@ class Journal:
             "error": None,
             "rule": None,
             "fault": None,
-            "retry": None,
+            "retry": int(retry) if retry is not None and retry.isdigit() else None,
             "retry_after": _seconds(retry_after),
             "body_crc": crc,
             "outcome": ERROR if status >= 400 else ANSWERED,
@@ -159,7 +175,6 @@ class Journal:
                 record["arrived"] = decision.arrived
                 record["rule"] = decision.rule
                 record["fault"] = ",".join(decision.actions) or None
-                record["retry"] = decision.retry
             elif outcome.e2e is not None:
                 record["arrived"] = at - outcome.e2e
         if body is not None:

@@ -29,6 +29,8 @@ and faults are counted by kind, model and rule for /metrics and /stats.
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -82,7 +84,23 @@ class Decision:
     arrived: float
     rule: str | None = None
     actions: tuple[str, ...] = ()
-    retry: int | None = None
+
+
+def header_table(request: Any) -> Callable[[bytes], bytes | None]:
+    """
+    How to look up ``request``'s headers by lower-case name, fast for many
+    lookups: the lean stack's ``getHeader`` scans its list, so its list is
+    made a dict once (the first of repeated headers, as its ``getHeader``
+    returns); twisted.web's ``getHeader`` is a dict lookup already.
+    """
+    raw = getattr(request, "raw_headers", None)
+    if raw is None:
+        get: Callable[[bytes], bytes | None] = request.getHeader
+        return get
+    table: dict[bytes, bytes] = {}
+    for name, value in raw:
+        table.setdefault(name.lower(), value)
+    return table.get
 
 
 class FaultCounts:
@@ -192,7 +210,7 @@ class Control:
         self.matched = [0] * count
         self.applied = [0] * count
         self.started = self.clock.seconds()
-        self._candidates: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        self._candidates: dict[tuple[str, bytes, str, str, bool], Candidates] = {}
 
     def reset(self) -> None:
         """Rule counts and the fault counters to zero; rule times count from now."""
@@ -228,29 +246,22 @@ class Control:
         outcome = outcome_of(request)
         if outcome is not None:
             outcome.decision = decision
-        retry = request.getHeader(b"x-stainless-retry-count")
-        if retry is not None and retry.isdigit():
-            decision.retry = int(retry)
         if self.headers:
-            sent = [request.getHeader(name) for name in HEADERS]
+            get = header_table(request)
+            sent = [get(name) for name in HEADERS]
             if any(value is not None for value in sent):
                 return self._headers(sent, wanted, served, plan, decision)
-        rules = self.book.rules
-        if not rules:
+        if not self.book.rules:
             return None
-        key = (wanted.model, served.spec.id)
+        path = request.path
+        key = (dialect, path, wanted.model, served.spec.id, wanted.stream)
         candidates = self._candidates.get(key)
         if candidates is None:
-            candidates = tuple(
-                r for r in rules if r.wants_model(wanted.model) or r.wants_model(served.spec.id)
-            )
-            if len(self._candidates) >= _CANDIDATES:
-                self._candidates.clear()
-            self._candidates[key] = candidates
-        if not candidates:
+            candidates = self._candidates_of(key)
+        if not candidates.rules:
             return None
         view = RequestView(request, wanted, served, dialect)
-        for rule in candidates:
+        for rule in candidates.alive(view):
             if not rule.holds(view):
                 continue
             t = now if rule.wall else now - self.started
@@ -283,6 +294,18 @@ class Control:
                 decision,
             )
         return None
+
+    def _candidates_of(self, key: tuple[str, bytes, str, str, bool]) -> Candidates:
+        """The rules a kind of request may match (by API, path, models, streaming), kept."""
+        dialect, path, model, served, stream = key
+        text = path.decode("latin-1")
+        found = Candidates(
+            [rule for rule in self.book.rules if rule.fits(dialect, text, model, served, stream)]
+        )
+        if len(self._candidates) >= _CANDIDATES:
+            self._candidates.clear()
+        self._candidates[key] = found
+        return found
 
     def _headers(
         self,
@@ -443,10 +466,77 @@ class Control:
         )
 
 
+class Candidates:
+    """
+    The rules a kind of request may match, in order, and their gates: the
+    keys, header names and plain texts that rule many of them out at once.
+    Most requests meet none of them: then only the rules without a gate
+    are looked at, and a hundred rules that cannot match cost a request a
+    few lookups, not a hundred tests.
+    """
+
+    __slots__ = ("finder", "gated", "headers", "keys", "order", "rules", "texts", "ungated")
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = tuple(rules)
+        #: Each rule with its gate (None: it has none).
+        self.order = tuple((rule, rule.gate) for rule in rules)
+        self.ungated = tuple(rule for rule, gate in self.order if gate is None)
+        gates = [gate for _, gate in self.order if gate is not None]
+        self.gated = bool(gates)
+        self.keys: frozenset[bytes] = frozenset().union(
+            *(what for kind, what in gates if kind == "key")
+        )
+        self.headers = tuple({what: None for kind, what in gates if kind == "header"})
+        self.texts = tuple({what: None for kind, what in gates if kind == "text"})
+        #: One search for all the texts: most bodies hold none of them.
+        self.finder = (
+            re.compile(b"|".join(re.escape(text) for text in self.texts)) if self.texts else None
+        )
+
+    def alive(self, view: RequestView) -> tuple[Rule, ...] | list[Rule]:
+        """The rules, in order, whose gates ``view`` opens (and those without one)."""
+        if not self.gated:
+            return self.ungated
+        opened: set[object] = set()
+        if self.keys:
+            key = view.key()
+            if key in self.keys:
+                opened.add(key)
+        for name in self.headers:
+            if view.header(name) is not None:
+                opened.add(name)
+        finder = self.finder
+        if finder is not None:
+            raw = view.raw()
+            if finder.search(raw) is not None:
+                opened.update(text for text in self.texts if text in raw)
+        if not opened:
+            return self.ungated
+        return [rule for rule, gate in self.order if gate is None or _opens(gate, opened)]
+
+
+def _opens(gate: tuple[str, Any], opened: set[object]) -> bool:
+    kind, what = gate
+    return not opened.isdisjoint(what) if kind == "key" else what in opened
+
+
 class RequestView:
     """A request as rules ask about it; the body is read only if a rule asks for its text."""
 
-    __slots__ = ("_messages", "dialect", "model", "path", "request", "served", "stream", "wanted")
+    __slots__ = (
+        "_body",
+        "_get",
+        "_key",
+        "_messages",
+        "dialect",
+        "model",
+        "path",
+        "request",
+        "served",
+        "stream",
+        "wanted",
+    )
 
     def __init__(
         self, request: Request, wanted: GenerationRequest, served: ServedModel, dialect: str
@@ -459,15 +549,37 @@ class RequestView:
         self.served = served.spec.id
         self.stream = wanted.stream
         self._messages: tuple[str, str] | None = None
+        self._body: bytes | None = None
+        self._get: Callable[[bytes], bytes | None] | None = None
+        self._key: bytes | bool | None = False
 
     def tools(self) -> frozenset[str]:
         return frozenset(tool.name for tool in self.wanted.tools)
 
     def header(self, name: bytes) -> bytes | None:
-        return self.request.getHeader(name)
+        get = self._get
+        if get is None:
+            get = self._get = header_table(self.request)
+        return get(name)
+
+    #: What L{presented_key} reads.
+    getHeader = header
 
     def key(self) -> bytes | None:
-        return presented_key(self.request)
+        key = self._key
+        if key is False:
+            key = self._key = presented_key(self)
+        return key  # type: ignore[return-value]
+
+    def raw(self) -> bytes:
+        if self._body is None:
+            content = self.request.content
+            try:
+                content.seek(0)
+                self._body = content.read()
+            except (OSError, ValueError):
+                self._body = b""
+        return self._body
 
     def user(self) -> str:
         return self._texts()[0]
@@ -477,17 +589,12 @@ class RequestView:
 
     def _texts(self) -> tuple[str, str]:
         if self._messages is None:
-            self._messages = texts(_body(self.request))
+            try:
+                body = ujson.loads(self.raw())
+            except ValueError:
+                body = None
+            self._messages = texts(body)
         return self._messages
-
-
-def _body(request: Request) -> object:
-    content = request.content
-    try:
-        content.seek(0)
-        return ujson.loads(content.read())
-    except (ValueError, OSError):
-        return None
 
 
 def texts(body: object) -> tuple[str, str]:

@@ -193,7 +193,9 @@ def _truncated(stream: StreamProducer, error: APIError, following: Pieces | None
 def _malformed(stream: StreamProducer, error: APIError, following: Pieces | None) -> Pieces:
     """The next event with its JSON cut in half, then as L{_truncated}."""
     _truncated(stream, error, following)
-    return [malformed(b"".join(following or ()))]
+    if not following:  # cut at its last event: a broken event of no kind
+        return [b'data: {"\n\n']
+    return [malformed(b"".join(following))]
 
 
 def _reset(stream: StreamProducer, error: APIError, following: Pieces | None) -> Pieces:

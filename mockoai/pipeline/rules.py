@@ -178,6 +178,10 @@ class View(Protocol):
 
     def system(self) -> str: ...
 
+    def raw(self) -> bytes:
+        """The body's bytes (to rule text out before parsing it)."""
+        ...
+
 
 @attrs.frozen(eq=False)
 class Rule:
@@ -192,8 +196,12 @@ class Rule:
     stream: bool | None = None
     user: str | None = None
     user_regex: re.Pattern[str] | None = None
+    #: ``user`` as it must appear in any JSON body that holds it, when that is
+    #: certain (plain ASCII): a body without it is ruled out unparsed.
+    user_raw: bytes | None = None
     system: str | None = None
     system_regex: re.Pattern[str] | None = None
+    system_raw: bytes | None = None
     tools: bool | None = None
     tool_names: frozenset[str] | None = None
     headers: tuple[tuple[bytes, bytes | None], ...] = ()
@@ -219,23 +227,43 @@ class Rule:
     def counted(self) -> bool:
         return self.nth is not None or self.first is not None or self.every is not None
 
-    def wants_model(self, model: str) -> bool:
-        """Whether a request for ``model`` may match (the cheap test, cached per model)."""
-        models = self.models
-        return models is None or any(_model_matches(pattern, model) for pattern in models)
-
-    def holds(self, view: View) -> bool:
-        """Whether the conditions hold for the request ``view`` (cheap ones first)."""
-        if self.dialects is not None and view.dialect not in self.dialects:
+    def fits(self, dialect: str, path: str, model: str, served: str, stream: bool) -> bool:
+        """
+        Whether a request of this kind may match: the conditions on what
+        the request is (its API, path, models, streaming), which a control
+        tests once per kind and remembers.
+        """
+        if self.dialects is not None and dialect not in self.dialects:
             return False
-        if self.paths is not None and not any(_path_matches(p, view.path) for p in self.paths):
+        if self.paths is not None and not any(_path_matches(p, path) for p in self.paths):
             return False
         if self.models is not None and not any(
-            _model_matches(pattern, view.model) or _model_matches(pattern, view.served)
+            _model_matches(pattern, model) or _model_matches(pattern, served)
             for pattern in self.models
         ):
             return False
-        if self.stream is not None and view.stream != self.stream:
+        return self.stream is None or stream == self.stream
+
+    @property
+    def gate(self) -> tuple[str, Any] | None:
+        """
+        One condition a request must meet that is cheap to rule out for many
+        rules at once (L{mockoai.pipeline.control}): ``("key", keys)``,
+        ``("header", name)`` or ``("text", bytes)``; None for a rule without one.
+        """
+        if self.keys is not None:
+            return ("key", self.keys)
+        if self.headers:
+            return ("header", self.headers[0][0])
+        if self.user_raw is not None:
+            return ("text", self.user_raw)
+        if self.system_raw is not None:
+            return ("text", self.system_raw)
+        return None
+
+    def holds(self, view: View) -> bool:
+        """Whether the conditions hold for the request ``view`` (cheap ones first)."""
+        if not self.fits(view.dialect, view.path, view.model, view.served, view.stream):
             return False
         if self.keys is not None and view.key() not in self.keys:
             return False
@@ -249,6 +277,10 @@ class Rule:
                 return False
             if self.tool_names is not None and not (self.tool_names & present):
                 return False
+        if self.user_raw is not None and self.user_raw not in view.raw():
+            return False
+        if self.system_raw is not None and self.system_raw not in view.raw():
+            return False
         if (self.user is not None or self.user_regex is not None) and not _text_matches(
             view.user(), self.user, self.user_regex
         ):
@@ -441,8 +473,10 @@ def _compile(entry: dict[str, Any], name: str, index: int) -> Rule:
         stream=_boolean(entry, "stream"),
         user=_optional_string(entry, "user"),
         user_regex=user_regex,
+        user_raw=_raw(entry, "user"),
         system=_optional_string(entry, "system"),
         system_regex=system_regex,
+        system_raw=_raw(entry, "system"),
         tools=tools,
         tool_names=tool_names,
         headers=_headers(entry),
@@ -501,6 +535,19 @@ def _strings(
 def _check_path(path: str) -> None:
     if not path.startswith("/"):
         raise RuleError(f"path must start with /, got {path!r}")
+
+
+#: Text every JSON encoder writes as itself: no quote, backslash or slash (some write
+#: ``\/``), nothing beyond ASCII (some write ``\u00e9``), no control characters.
+_VERBATIM = re.compile(r"^[ !#-.0-\[\]-~]+$")
+
+
+def _raw(entry: Mapping[str, Any], field: str) -> bytes | None:
+    """The bytes a body holding ``field``'s text must hold, when they are certain."""
+    text = entry.get(field)
+    if isinstance(text, str) and _VERBATIM.match(text):
+        return text.encode("ascii")
+    return None
 
 
 def _dialects(entry: Mapping[str, Any]) -> frozenset[str] | None:

@@ -36,6 +36,7 @@ from mockoai.testing.server import (
     ServerBase,
     ServerError,
     _body,
+    admin_answer,
     check_exit,
     child_environment,
     free_port,
@@ -143,8 +144,8 @@ class ReactorServer(ServerBase):
     The SDK's blocking ``openai_client()`` would block the reactor: call it
     with C{deferToThread}, or use L{get} and L{post}.
 
-    Methods over the admin API (rules, faults, journal, verdict, reset)
-    come with the server's faults feature, which does not exist yet.
+    The admin API (docs/faults.md): L{set_rules}, L{rules}, L{journal},
+    L{verdict}, L{reset}, L{set_model}, each a Deferred of its JSON answer.
     """
 
     def __init__(
@@ -293,6 +294,33 @@ class ReactorServer(ServerBase):
         """``POST path`` with ``json`` as the body."""
         body, content = _body(json)
         return self.request("POST", path, body, {**content, **(headers or {})})
+
+    # -- the admin API (docs/faults.md) --------------------------------------
+
+    def _admin(self, call: str, document: object = None, suffix: str = "") -> Deferred[Any]:
+        method, path, body, headers = self._admin_request(call, document, suffix)
+        return self.request(method, path, body, headers).addCallback(admin_answer, method, path)
+
+    def set_rules(self, *rules: Mapping[str, object], seed: int = 0) -> Deferred[Any]:
+        """Put ``rules`` in force (in every worker); their times count from now."""
+        return self._admin("set_rules", {"seed": seed, "rules": list(rules)})
+
+    def rules(self) -> Deferred[Any]:
+        return self._admin("rules")
+
+    def journal(self, limit: int = 0) -> Deferred[Any]:
+        """The last requests (every worker's), oldest first."""
+        suffix = f"?limit={limit}" if limit else ""
+        return self._admin("journal", suffix=suffix).addCallback(lambda a: a["requests"])
+
+    def verdict(self) -> Deferred[Any]:
+        return self._admin("verdict")
+
+    def reset(self) -> Deferred[Any]:
+        return self._admin("reset")
+
+    def set_model(self, model: str, **settings: object) -> Deferred[Any]:
+        return self._admin("set_model", settings, suffix=model)
 
 
 def start_server(

@@ -226,6 +226,24 @@ def _body(json: object) -> tuple[bytes | None, dict[str, str]]:
     return jsonlib.dumps(json).encode(), {"Content-Type": "application/json"}
 
 
+#: The admin API's calls (docs/faults.md): name -> (method, path).
+ADMIN_CALLS = {
+    "rules": ("GET", "/_mockoai/rules"),
+    "set_rules": ("PUT", "/_mockoai/rules"),
+    "journal": ("GET", "/_mockoai/journal"),
+    "verdict": ("GET", "/_mockoai/verdict"),
+    "reset": ("POST", "/_mockoai/reset"),
+    "set_model": ("PATCH", "/_mockoai/models/"),
+}
+
+
+def admin_answer(reply: Reply, method: str, path: str) -> Any:
+    """The JSON of an admin API answer, or L{ServerError} saying why there is none."""
+    if reply.status != 200:
+        raise ServerError(f"{method} {path}: {reply.status} {reply.body[:500]!r}")
+    return reply.json()
+
+
 # --------------------------------------------------------------------------
 # What both kinds of server share
 
@@ -281,6 +299,17 @@ class ServerBase:
         self.env = dict(env or {})
         self.port = 0
         self._sdk_clients: list[Any] = []
+
+    def _admin_request(
+        self, call: str, document: object = None, suffix: str = ""
+    ) -> tuple[str, str, bytes | None, dict[str, str]]:
+        """The method, path, body and headers of an admin API call (with the admin key)."""
+        method, path = ADMIN_CALLS[call]
+        body, headers = _body(document)
+        key = self.settings.get("admin_key")
+        if key:
+            headers["x-mockoai-admin-key"] = str(key)
+        return method, path + suffix, body, headers
 
     @property
     def processes(self) -> int:
@@ -376,8 +405,8 @@ class MockoaiServer(ServerBase):
     L{server_arguments} maps them; ``env`` adds to the child's environment
     (MOCKOAI_* variables are not inherited: pass them here).
 
-    Methods over the admin API (rules, faults, journal, verdict, reset)
-    come with the server's faults feature, which does not exist yet.
+    The admin API (docs/faults.md): L{set_rules}, L{rules}, L{journal},
+    L{verdict}, L{reset}, L{set_model}.
     """
 
     def __init__(
@@ -533,6 +562,38 @@ class MockoaiServer(ServerBase):
         """``POST path`` with ``json`` as the body."""
         body, content = _body(json)
         return self.request("POST", path, body, {**content, **(headers or {})})
+
+    # -- the admin API (docs/faults.md) --------------------------------------
+
+    def _admin(self, call: str, document: object = None, suffix: str = "") -> Any:
+        method, path, body, headers = self._admin_request(call, document, suffix)
+        return admin_answer(self.request(method, path, body, headers), method, path)
+
+    def set_rules(self, *rules: Mapping[str, object], seed: int = 0) -> Any:
+        """Put ``rules`` in force (in every worker); their times count from now."""
+        return self._admin("set_rules", {"seed": seed, "rules": list(rules)})
+
+    def rules(self) -> Any:
+        """The rules in force, each with how often it matched and applied."""
+        return self._admin("rules")
+
+    def journal(self, limit: int = 0) -> list[Any]:
+        """The last requests (every worker's), oldest first."""
+        answer = self._admin("journal", suffix=f"?limit={limit}" if limit else "")
+        requests: list[Any] = answer["requests"]
+        return requests
+
+    def verdict(self) -> Any:
+        """Each client's verdict (``["clients"][client]["verdict"]`` is good or bad)."""
+        return self._admin("verdict")
+
+    def reset(self) -> Any:
+        """Counters, the journal, rate-limit buckets and rule counts back to zero."""
+        return self._admin("reset")
+
+    def set_model(self, model: str, **settings: object) -> Any:
+        """Change some of ``model``'s per-model settings now (``itl=20``, ``max_running=4``)."""
+        return self._admin("set_model", settings, suffix=model)
 
 
 __all__ = [
