@@ -24,8 +24,8 @@ from mockoai.sim import tokens
 from mockoai.testing import MockoaiServer
 from tests.optional import needs_openai, openai
 from tests.spec import validate
-from tests.support import validate_event
-from tests.test_openrouter import GPT, KEY, MODELS, RouterTestCase, chat
+from tests.support import sse_json, validate_event
+from tests.test_openrouter import GPT, KEY, MODELS, RouterTestCase, chat, completion
 from tests.test_tools import PERSON, TIME, WEATHER, schema_of
 
 CHUNK = "CreateChatCompletionStreamResponse"
@@ -459,3 +459,46 @@ class SDKTests(SynchronousTestCase):
                 content += choice.delta.content or ""
         self.assertTrue(thought)
         self.assertTrue(content)
+
+
+class LogprobsTests(RouterTestCase):
+    """``logprobs`` in OpenRouter mode: OpenAI's shapes, passed through, plain and streamed."""
+
+    def test_chat(self) -> None:
+        body = json.loads(self.post("chat/completions", chat(logprobs=True, top_logprobs=2)).body)
+        validate(BODY, body)
+        choice = body["choices"][0]
+        entries = choice["logprobs"]["content"]
+        self.assertEqual("".join(e["token"] for e in entries), choice["message"]["content"])
+        self.assertTrue(all(len(e["top_logprobs"]) == 2 for e in entries))
+        streamed = sse_json(
+            self.post("chat/completions", chat(logprobs=True, stream=True, seed=4)).body
+        )
+        text, tokens = "", ""
+        for chunk in streamed:
+            for part in chunk["choices"]:
+                text += part["delta"].get("content") or ""
+                for entry in (part.get("logprobs") or {}).get("content") or ():
+                    tokens += entry["token"]
+        self.assertEqual(tokens, text)
+        self.assertTrue(text)
+
+    def test_completions(self) -> None:
+        body = json.loads(self.post("completions", completion(logprobs=1, echo=True)).body)
+        choice = body["choices"][0]
+        columns = choice["logprobs"]
+        self.assertEqual("".join(columns["tokens"]), choice["text"])
+        self.assertIsNone(columns["token_logprobs"][0])
+        chunks = sse_json(self.post("completions", completion(logprobs=1, stream=True)).body)
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        tokens = "".join(
+            t
+            for c in chunks
+            if c["choices"]
+            for t in (c["choices"][0]["logprobs"] or {}).get("tokens", ())
+        )
+        self.assertEqual(tokens, text)
+
+    def test_none_asked_none_sent(self) -> None:
+        body = json.loads(self.post("chat/completions", chat()).body)
+        self.assertIsNone(body["choices"][0]["logprobs"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mockoai.apierror import APIError
+from mockoai.dialects.openai.logprobs import ChatLogprobs, TextLogprobs
 from mockoai.dialects.openai.render import DONE, EventStream, echoes, text_of
 from mockoai.ops.config import ModelSpec, ProviderSpec
 from mockoai.pipeline.ids import IdMaker
@@ -39,11 +40,15 @@ def _number(value: float) -> bytes:
 
 _TEXT_OPEN = b',"logprobs":null,"finish_reason":null,"native_finish_reason":null}]}\n\n'
 _CHAT_OPEN = b',"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+#: The same with the tokens' logprobs (OpenAI's shapes, passed through).
+_TEXT_LOGPROBS = b',"logprobs":%s,"finish_reason":null,"native_finish_reason":null}]}\n\n'
+_CHAT_LOGPROBS = b',"finish_reason":null,"native_finish_reason":null,"logprobs":%s}]}\n\n'
 #: A chat choice up to its message's ``content`` value.
 _CHOICE = (
     b'{"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s","index":%d,'
     b'"message":{"role":"assistant","content":'
 )
+_NULL_LOGPROBS = len(b'{"logprobs":null')
 #: ``reasoning_details`` around one piece of reasoning text: OpenRouter's
 #: ``reasoning.text`` detail, of a provider that names no format.
 _DETAIL_HEAD = b'"reasoning_details":[{"type":"reasoning.text","text":"'
@@ -123,6 +128,7 @@ class RouterRenderer:
 
     def chat_body(self, plan: Plan, gid: str, created: int) -> bytes:
         view = self.corpus.view
+        logprobs = None if plan.wanted.logprobs is None else ChatLogprobs(self.corpus, plan)
         pieces: Pieces = [b'{"id":"', gid.encode(), self.chat_head, b"%d" % created]
         pieces.append(b',"choices":[')
         reasoning = 0
@@ -130,16 +136,19 @@ class RouterRenderer:
             if choice.index:
                 pieces.append(b",")
             reason = choice.finish_reason.encode()
+            head = _CHOICE % (reason, reason, choice.index)
+            if logprobs is not None:
+                head = b'{"logprobs":' + logprobs.choice(choice) + head[_NULL_LOGPROBS:]
             if choice.segments is None:
                 pieces += (
-                    _CHOICE % (reason, reason, choice.index),
+                    head,
                     b'"',
                     view[choice.start : choice.end],
                     b'","refusal":null,"reasoning":null}}',
                 )
                 reasoning += choice.hidden
             else:
-                pieces.append(_CHOICE % (reason, reason, choice.index))
+                pieces.append(head)
                 pieces += self._shaped_message(choice.segments)
                 reasoning += choice.reasoning_tokens
         pieces += (
@@ -204,6 +213,7 @@ class RouterRenderer:
         echo = echoes(plan)
         pieces: Pieces = [b'{"id":"', gid.encode(), self.text_head, b"%d" % created]
         pieces.append(b',"choices":[')
+        logprobs = None if plan.wanted.logprobs is None else TextLogprobs(self.corpus, plan)
         for choice in plan.choices:
             if choice.index:
                 pieces.append(b",")
@@ -212,8 +222,13 @@ class RouterRenderer:
                 b'{"text":"',
                 echo[choice.index // plan.wanted.n] if echo else b"",
                 view[choice.start : choice.end] if choice.segments is None else text_of(choice),
-                b'","index":%d,"logprobs":null,"finish_reason":"%s","native_finish_reason":"%s"}'
-                % (choice.index, reason, reason),
+                b'","index":%d,"logprobs":%s,"finish_reason":"%s","native_finish_reason":"%s"}'
+                % (
+                    choice.index,
+                    b"null" if logprobs is None else logprobs.choice(choice),
+                    reason,
+                    reason,
+                ),
             )
         pieces += (
             b"]",
@@ -231,11 +246,17 @@ class RouterRenderer:
 
     def chat_stream(self, plan: Plan, gid: str, created: int) -> ChatEvents:
         head = self._stream_head(self.chunk_head, gid, created)
-        return ChatEvents(self, plan, head)
+        events = ChatEvents(self, plan, head)
+        if plan.wanted.logprobs is not None:
+            events.logprobs = ChatLogprobs(self.corpus, plan)
+        return events
 
     def completion_stream(self, plan: Plan, gid: str, created: int) -> TextEvents:
         head = self._stream_head(self.text_head, gid, created)
-        return TextEvents(self, plan, head)
+        events = TextEvents(self, plan, head)
+        if plan.wanted.logprobs is not None:
+            events.logprobs = TextLogprobs(self.corpus, plan)
+        return events
 
 
 class RouterEvents(EventStream):
@@ -314,17 +335,21 @@ class ChatEvents(RouterEvents):
             _CHAT_OPEN,
         ]
 
+    #: Set when the request asks for logprobs: content chunks carry their tokens'.
+    logprobs: ChatLogprobs | None = None
+
     def content(self, choice: ChoicePlan, event: int) -> Pieces:
         if choice.segments is not None:
             return self._shaped(choice, choice.segments, event)
         self._count(choice, event)
         bounds = choice.bounds
+        logprobs = self.logprobs
         return [
             self.choice_head,
             b'{"index":%d,"delta":{"content":"' % choice.index,
             self.view[bounds[event] : bounds[event + 1]],
             b'"}',
-            _CHAT_OPEN,
+            _CHAT_OPEN if logprobs is None else _CHAT_LOGPROBS % logprobs.event(choice, event),
         ]
 
     def _shaped(self, choice: ChoicePlan, segments: list[Segment], event: int) -> Pieces:
@@ -343,7 +368,11 @@ class ChatEvents(RouterEvents):
         number = b'{"index":%d,"delta":' % choice.index
         kind = segment.kind
         if kind == TEXT:
-            return [head, number, b'{"content":"', piece, b'"}', _CHAT_OPEN]
+            logprobs = self.logprobs
+            close = (
+                _CHAT_OPEN if logprobs is None else _CHAT_LOGPROBS % logprobs.span(choice, event)
+            )
+            return [head, number, b'{"content":"', piece, b'"}', close]
         if kind == REASONING:
             return [
                 head,
@@ -398,6 +427,9 @@ class ChatEvents(RouterEvents):
 class TextEvents(RouterEvents):
     """``text_completion`` events of the legacy completions endpoint."""
 
+    #: Set when the request asks for logprobs: content chunks carry their tokens' columns.
+    logprobs: TextLogprobs | None = None
+
     def __init__(self, renderer: RouterRenderer, plan: Plan, head: bytes) -> None:
         super().__init__(renderer, plan, head)
         self.echo = echoes(plan)
@@ -411,7 +443,9 @@ class TextEvents(RouterEvents):
                 b'{"text":"',
                 self.echo[choice.index // self.plan.wanted.n],
                 b'","index":%d' % choice.index,
-                _TEXT_OPEN,
+                _TEXT_OPEN
+                if self.logprobs is None
+                else _TEXT_LOGPROBS % self.logprobs.echoed(choice),
             )
         return pieces
 
@@ -424,12 +458,13 @@ class TextEvents(RouterEvents):
         else:
             bounds = choice.bounds
             text = self.view[bounds[event] : bounds[event + 1]]
+        logprobs = self.logprobs
         return [
             self.choice_head,
             b'{"text":"',
             text,
             b'","index":%d' % choice.index,
-            _TEXT_OPEN,
+            _TEXT_OPEN if logprobs is None else _TEXT_LOGPROBS % logprobs.event(choice, event),
         ]
 
     def _finish(self, choice: ChoicePlan) -> Pieces:
