@@ -38,15 +38,15 @@ needs_anthropic = skipIf(
 )
 needs_scipy = skipIf(stats is None, "scipy is CPython-only here: no PyPy wheel")
 
-#: The lean HTTP/1.1 stack's parser (llhttp, in C); PyPy serves with twisted.web.
+#: The lean HTTP/1.1 stack's parser (llhttp, in C); PyPy's lean stack runs on
+#: mockoai's own (mockoai.wire.h1parser), which is all ``lean-python`` is.
 httptools = _cpython_only("httptools")
-#: The HTTP/1.1 stacks (``--http``) this interpreter can serve with.
-STACKS = ("lean", "twisted") if httptools is not None else ("twisted",)
+#: The HTTP/1.1 stacks (``--http``) that differ on this interpreter: where
+#: httptools is installed, the lean channel on both parsers.
+STACKS = ("lean", "lean-python", "twisted") if httptools is not None else ("lean", "twisted")
 
 
 def require_stack(http: str) -> None:
-    """Skip the running test if it asks for the lean stack where httptools is missing."""
-    if http == "lean" and httptools is None:
-        raise SkipTest(
-            "the lean stack needs httptools, which is CPython-only: PyPy uses twisted.web"
-        )
+    """Skip the running test if it asks for a stack this interpreter cannot serve with."""
+    if http not in ("auto", *STACKS):
+        raise SkipTest(f"--http {http} is the same as --http lean here (no httptools)")

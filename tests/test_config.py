@@ -454,8 +454,8 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
     # workers and http
 
     def test_workers_forms(self) -> None:
-        self.assertEqual(self.cli("workers", "auto").server.workers, os.cpu_count() or 1)
-        self.assertEqual(self.env("workers", "AUTO").server.workers, os.cpu_count() or 1)
+        self.assertEqual(self.cli("workers", "auto").server.workers, config.cores())
+        self.assertEqual(self.env("workers", "AUTO").server.workers, config.cores())
         self.assertEqual(self.cli("workers", "4").server.workers, 4)
         self.assertEqual(self.toml("workers = 2").server.workers, 2)
         self.assertEqual(
@@ -465,21 +465,30 @@ class ParserTests(ProfileMixin, SynchronousTestCase):
             self.error({"workers": "many"}), "--workers: expected a whole number, got 'many'"
         )
 
+    def test_workers_auto_follows_the_affinity_mask(self) -> None:
+        # taskset -c 0,2 on a 4-core machine: two workers, not four.
+        self.patch(os, "cpu_count", lambda: 4)
+        if not hasattr(os, "sched_getaffinity"):  # PyPy 3.9, macOS
+            os.sched_getaffinity = None  # type: ignore[attr-defined]
+            self.addCleanup(delattr, os, "sched_getaffinity")
+        self.patch(os, "sched_getaffinity", lambda pid: {0, 2})
+        self.assertEqual(self.cli("workers", "auto").server.workers, 2)
+        # No affinity call (PyPy 3.9, macOS): every core.
+        self.patch(os, "sched_getaffinity", None)
+        self.assertEqual(self.cli("workers", "auto").server.workers, 4)
+        self.patch(os, "cpu_count", lambda: None)
+        self.assertEqual(self.cli("workers", "auto").server.workers, 1)
+
     def test_http_forms(self) -> None:
         self.assertEqual(self.cli("http", "twisted").server.http, "twisted")
         self.assertEqual(self.env("http", "auto").server.http, "auto")
         self.assertEqual(
-            self.error({"http": "fast"}), "--http: expected auto, lean or twisted, got 'fast'"
+            self.error({"http": "fast"}),
+            "--http: expected auto, lean, lean-python or twisted, got 'fast'",
         )
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
-            self.assertEqual(
-                self.error({"http": "lean"}),
-                "--http: lean needs the httptools package, which is not installed",
-            )
-        else:
-            self.assertEqual(self.cli("http", "lean").server.http, "lean")
+        # The lean stack runs everywhere: on httptools, or on the pure-Python parser.
+        self.assertEqual(self.cli("http", "lean").server.http, "lean")
+        self.assertEqual(self.cli("http", "lean-python").server.http, "lean-python")
 
     # booleans
 

@@ -232,6 +232,9 @@ class Http11Tests(SynchronousTestCase):
     def test_lean(self) -> None:
         run_table("lean")
 
+    def test_lean_python(self) -> None:
+        run_table("lean-python")
+
     def test_twisted(self) -> None:
         run_table("twisted")
 

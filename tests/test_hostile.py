@@ -250,6 +250,9 @@ class InMemoryTableTests(SynchronousTestCase):
     def test_lean(self) -> None:
         self.run_table("lean")
 
+    def test_lean_python(self) -> None:
+        self.run_table("lean-python")
+
     def test_twisted(self) -> None:
         self.run_table("twisted")
 
@@ -895,6 +898,9 @@ class RealSocketTests(SynchronousTestCase):
 
     def test_lean(self) -> None:
         self.run_table("lean")
+
+    def test_lean_python(self) -> None:
+        self.run_table("lean-python")
 
     def test_twisted(self) -> None:
         self.run_table("twisted")

@@ -141,10 +141,24 @@ def _range(value: object) -> tuple[int, int]:
     return (low, high)
 
 
+def cores() -> int:
+    """
+    The CPU cores this process may run on: its affinity mask where the OS
+    has one (``taskset``, a container's cpuset), else every core.
+    """
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return len(affinity(0)) or 1
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
 def _workers(value: object) -> int:
-    """A process count, or ``auto`` for one per CPU core."""
+    """A process count, or ``auto`` for one per core this process may use (L{cores})."""
     if isinstance(value, str) and value.strip().lower() == "auto":
-        return os.cpu_count() or 1
+        return min(cores(), 256)
     return _integer(1, 256)(value)
 
 
@@ -166,14 +180,13 @@ def _show_connections(value: int) -> str:
     return "auto" if value == AUTO_CONNECTIONS else str(value)
 
 
+#: The HTTP/1.1 stacks (``--http``); auto is lean, on every interpreter.
+HTTP_STACKS = ("auto", "lean", "lean-python", "twisted")
+
+
 def _http(value: object) -> str:
-    if value not in ("auto", "lean", "twisted"):
-        raise ValueError(f"expected auto, lean or twisted, got {value!r}")
-    if value == "lean":
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
-            raise ValueError("lean needs the httptools package, which is not installed") from None
+    if value not in HTTP_STACKS:
+        raise ValueError(f"expected auto, lean, lean-python or twisted, got {value!r}")
     return str(value)
 
 
@@ -1159,13 +1172,16 @@ class ServerSettings:
     workers: int = setting(
         1,
         _workers,
-        "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core.",
+        "Serving processes sharing the TCP ports (SO_REUSEPORT); 'auto' = one per core "
+        "this process may run on (its CPU affinity: taskset, a container's cpuset).",
         metavar="N",
     )
     http: str = setting(
         "auto",
         _http,
-        "HTTP/1.1 stack: lean (httptools), twisted (twisted.web), or auto (lean if installed).",
+        "HTTP/1.1 stack: lean (parsed by httptools, or where it is not installed, as on "
+        "PyPy, by mockoai's own pure-Python parser), lean-python (always that parser), "
+        "twisted (twisted.web); auto = lean.",
         metavar="STACK",
     )
     http2: bool = setting(

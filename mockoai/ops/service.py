@@ -256,7 +256,7 @@ def build(
         settings.server.max_body_size,
         settings.server.idle_timeout,
         settings.observability.access_log,
-        lean=_use_lean(settings.server.http),
+        http=settings.server.http,
         max_connections=settings.server.max_connections,
         http_limits=settings.http_limits,
     )
@@ -370,17 +370,6 @@ def _control(top: MockoaiService, worker: int | None) -> None:
         admin.worker = worker
         admin.siblings = siblings
         siblings.answers[TOPIC] = admin.answer
-
-
-def _use_lean(choice: str) -> bool:
-    """The httptools stack, unless asked not to or not installed (PyPy)."""
-    if choice != "auto":
-        return choice == "lean"
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def settle_heap() -> None:

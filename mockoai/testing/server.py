@@ -316,7 +316,9 @@ class ServerBase:
         """How many serving processes log that they are ready (``workers``)."""
         workers = self.settings.get("workers")
         if workers == "auto":
-            return os.cpu_count() or 1
+            from mockoai.ops.config import cores
+
+            return cores()  # the child inherits this process's CPU affinity
         try:
             return max(1, int(str(workers)))
         except ValueError:

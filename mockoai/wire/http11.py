@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_hostile -*-
 """
-A lean HTTP/1.1 server protocol on httptools, for the hot path.
+A lean HTTP/1.1 server protocol, for the hot path.
 
 twisted.web's HTTPChannel parses with Python line callbacks and builds a
 full L{twisted.web.server.Request} per request: at ~10k req/s that is half
-of our CPU.  This channel lets httptools (llhttp, in C) parse, and hands the
-same L{Router} a small request object with just the C{IRequest} surface our
+of our CPU.  This channel lets httptools (llhttp, in C) parse -- or, where
+httptools cannot be installed (PyPy), L{mockoai.wire.h1parser}, which has
+the same interface and accepts the same input -- and hands the same
+L{Router} a small request object with just the C{IRequest} surface our
 handlers use.  It keeps the semantics clients and proxies rely on (RFC
 9112): keep-alive (HTTP/1.0's only when asked for, and then said so), one
 answer per request and in order, also when a refusal follows valid requests
@@ -15,7 +17,8 @@ requests (``Upgrade: h2c`` from curl), body-size and header limits, a 400
 for HTTP/1.1 without C{Host}, for HTTP/0.9 and for malformed input, and
 requests judged from their heads before their bodies are read (see
 L{mockoai.wire.site}).  twisted.web's channel stays available (``--http
-twisted``) and is used where httptools is missing (PyPy).
+twisted``); ``--http lean-python`` runs this channel on the pure-Python
+parser under CPython too (L{LeanPythonChannel}).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httptools
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -37,11 +39,24 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from mockoai.pipeline import errors
-from mockoai.wire import failures, guard
+from mockoai.wire import failures, guard, h1parser
 from mockoai.wire.heap import LARGE_BODY
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Transport
+
+httptools: Any
+try:
+    import httptools
+except ImportError:  # PyPy: the pure-Python parser serves
+    httptools = None
+
+#: What either parser raises: malformed input, and an upgrade's end of head.
+_PARSE_ERRORS: tuple[type[Exception], ...] = (h1parser.HttpParserError,)
+_UPGRADES: tuple[type[Exception], ...] = (h1parser.HttpParserUpgrade,)
+if httptools is not None:
+    _PARSE_ERRORS += (httptools.HttpParserError,)
+    _UPGRADES += (httptools.HttpParserUpgrade,)
 
 #: Requests parsed but not yet answered before we stop reading the socket.
 MAX_PIPELINE = 16
@@ -52,7 +67,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: A request's body until it is read whole (never read: a handler runs after).
 _NO_BODY = io.BytesIO()
 #: The parser of a connection that is gone (never fed).
-_NO_PARSER = httptools.HttpRequestParser(object())
+_NO_PARSER = h1parser.HttpRequestParser(object())
 _STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
 _STATUS[431] = b"431 " + failures.reason(431)
 
@@ -242,7 +257,12 @@ class LeanRequest:
 
 
 class LeanChannel(Protocol, TimeoutMixin):
-    """One HTTP/1.1 connection, parsed by httptools."""
+    """One HTTP/1.1 connection, parsed by httptools where installed."""
+
+    #: Makes the parser, given the channel whose callbacks it calls.
+    parser_type: Any = (
+        h1parser.HttpRequestParser if httptools is None else httptools.HttpRequestParser
+    )
 
     # Set by the site's buildProtocol, as twisted.web's channels are.
     site: Any
@@ -255,7 +275,7 @@ class LeanChannel(Protocol, TimeoutMixin):
     _socket: Any = None
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = self.parser_type(self)
         self._queue: deque[LeanRequest] = deque()
         self._current: LeanRequest | None = None
         self._pumping = False
@@ -374,7 +394,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         try:
             parser.feed_data(data)
             if self._in_head:
-                # A head split over reads: bound what httptools buffers of it,
+                # A head split over reads: bound what the parser buffers of it,
                 # and start its slow-header deadline.
                 self._head_seen = self._head_seen + len(data) if in_head else len(data)
                 if self._head_seen > self._limits.head_bytes:
@@ -386,10 +406,10 @@ class LeanChannel(Protocol, TimeoutMixin):
                 self.site.header_deadlines.start(self)
         except _RefusalError as e:
             self.refuse(e.error)
-        except httptools.HttpParserUpgrade as e:
+        except _UPGRADES as e:
             return self._upgrade(data, e)
-        except httptools.HttpParserError as e:
-            # httptools wraps what our callbacks raise; a refusal says why.
+        except _PARSE_ERRORS as e:
+            # The parser wraps what our callbacks raise; a refusal says why.
             # (No local may keep the cause: its traceback holds this frame.)
             if isinstance(e.__context__, _RefusalError):
                 self.refuse(e.__context__.error)
@@ -397,7 +417,7 @@ class LeanChannel(Protocol, TimeoutMixin):
                 self.refuse(guard.malformed())
         return None
 
-    def _upgrade(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> bytes | None:
+    def _upgrade(self, data: bytes, upgrade: Exception) -> bytes | None:
         """
         An upgrade's head (``Upgrade`` with ``Connection: upgrade``) or a
         CONNECT's is in, and llhttp has stopped at its end.  An upgrade is
@@ -421,7 +441,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         head = [b"%s %s %s\r\n" % (method, url, version)]
         head += [b"%s: %s\r\n" % field for field in headers if field[0].lower() != b"upgrade"]
         head.append(b"\r\n")
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = self.parser_type(self)
         return b"".join(head) + data[offset:]
 
     def timeoutConnection(self) -> None:
@@ -483,7 +503,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         for request in queued:
             request.connection_lost(reason)
 
-    # --- httptools callbacks ---
+    # --- the parser's callbacks ---
 
     def on_message_begin(self) -> None:
         self._in_head = True
@@ -694,6 +714,12 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._paused_reading = False
         self.setTimeout(None)
         self._abort_call = guard.close_unread(self.transport, self.site.clock)
+
+
+class LeanPythonChannel(LeanChannel):
+    """The lean channel on the pure-Python parser, also where httptools is installed."""
+
+    parser_type = h1parser.HttpRequestParser
 
 
 class _RefusalError(Exception):

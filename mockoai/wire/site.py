@@ -330,7 +330,7 @@ class MockSite(server.Site):
         max_body_size: int,
         idle_timeout: float,
         access_log: bool = False,
-        lean: bool = False,
+        http: str = "twisted",
         max_connections: int = 0,
         http_limits: HttpLimits | None = None,
     ) -> None:
@@ -341,7 +341,11 @@ class MockSite(server.Site):
             reactor=clock,
             parsePOSTFormSubmission=False,
         )
-        if lean:
+        if http == "lean-python":
+            from mockoai.wire.http11 import LeanPythonChannel
+
+            self.protocol = LeanPythonChannel  # type: ignore[assignment]
+        elif http != "twisted":  # lean, auto
             from mockoai.wire.http11 import LeanChannel
 
             self.protocol = LeanChannel  # type: ignore[assignment]

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 
-import ujson
-
 from mockoai.dialects.openai import shapes
 from mockoai.ops.config import CHAT, COMPLETIONS
 from mockoai.ops.config import InputLimits as InputLimits
-from mockoai.pipeline import errors
+from mockoai.pipeline import errors, media
 from mockoai.sim import tokens
 from mockoai.sim.request import GenerationRequest
 
@@ -34,17 +32,18 @@ DEFAULT_LIMITS = InputLimits()
 
 def parse_body(body: bytes, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> dict[str, object]:
     """
-    The JSON object in ``body``, parsed strictly: ujson takes ``NaN`` and
-    ``Infinity``, which are not JSON, and nests up to 1,024 levels, deeper
-    than the validators' recursion can go; both are refused as unparseable,
+    The JSON object in ``body``, parsed strictly: the decoder
+    (L{media.loads}) takes ``NaN`` and ``Infinity``, which are not JSON,
+    and nests deeper than the validators' recursion can go (ujson up to
+    1,024 levels); both are refused as unparseable,
     as OpenAI refuses them.  The checks cost two byte scans unless a body
     has more brackets than ``max_depth`` or spells one of those words.  A
     string that is not Unicode (a lone surrogate) is refused too, naming it
     (L{_refuse_lone_surrogates}).
     """
     try:
-        data = ujson.loads(body)
-    except (ValueError, OverflowError):
+        data = media.loads(body)
+    except (ValueError, OverflowError, RecursionError):
         raise errors.invalid_json() from None
     if body.count(b"[") + body.count(b"{") > max_depth and _too_deep(data, max_depth):
         raise errors.invalid_json()
