@@ -40,6 +40,10 @@ SETTINGS: dict[str, Any] = {
 }
 
 
+#: A hang is waited out for a second, not the five every other answer may take.
+HURRY: dict[str, dict[str, Any]] = {"hang": {"timeout": 1.0}}
+
+
 def fault(spec: str) -> dict[str, str]:
     return {"x-mockoai-fault": spec}
 
@@ -54,14 +58,14 @@ class ServerTestCase(SynchronousTestCase):
         self.addCleanup(self.server.stop)
 
     def openai(self, **options: Any) -> Any:
-        options = {"max_retries": 0, "timeout": 1.0, **options}
+        options = {"max_retries": 0, "timeout": 5.0, **options}
         return self.server.openai_client(**options)
 
     def anthropic(self, **options: Any) -> Any:
         client = anthropic.Anthropic(
             base_url=self.server.url,
             api_key="mockoai",
-            **{"max_retries": 0, "timeout": 1.0, **options},
+            **{"max_retries": 0, "timeout": 5.0, **options},
         )
         self.addCleanup(client.close)
         return client
@@ -102,7 +106,7 @@ class OpenAISDKTests(ServerTestCase):
             ("empty", json.JSONDecodeError),
         ):
             with self.assertRaises(error, msg=spec):
-                self.chat(client, spec)
+                self.chat(client, spec, **HURRY.get(spec.split(":")[0], {}))
         limited = self.assertRaises(
             openai.RateLimitError, self.chat, client, "status:429:retry-after=3"
         )
@@ -130,7 +134,7 @@ class OpenAISDKTests(ServerTestCase):
             self.drain(self.chat(client, "reset:after=3", stream=True))
         # Hang: the read times out.
         with self.assertRaises(openai.APITimeoutError):
-            self.drain(self.chat(client, "hang:after=3", stream=True))
+            self.drain(self.chat(client, "hang:after=3", stream=True, timeout=1.0))
         # Empty: a 200 that says nothing.
         self.assertEqual(self.drain(self.chat(client, "empty", stream=True)), [])
         # A slow first token, then the whole answer.
@@ -158,7 +162,7 @@ class OpenAISDKTests(ServerTestCase):
 
     def test_openrouter_and_responses(self) -> None:
         router = self.server.openai_client(
-            base_url=f"{self.server.url}/api/v1", max_retries=0, timeout=1.0
+            base_url=f"{self.server.url}/api/v1", max_retries=0, timeout=5.0
         )
         with self.assertRaises(openai.InternalServerError) as caught:
             router.chat.completions.create(
@@ -193,12 +197,20 @@ class OpenAISDKTests(ServerTestCase):
 class AnthropicSDKTests(ServerTestCase):
     def message(self, client: Any, spec: str) -> Any:
         return client.messages.create(
-            model=CLAUDE, max_tokens=50, messages=ASK, extra_headers=fault(spec)
+            model=CLAUDE,
+            max_tokens=50,
+            messages=ASK,
+            extra_headers=fault(spec),
+            **HURRY.get(spec.split(":")[0], {}),
         )
 
     def stream(self, client: Any, spec: str) -> list[str]:
         with client.messages.stream(
-            model=CLAUDE, max_tokens=50, messages=ASK, extra_headers=fault(spec)
+            model=CLAUDE,
+            max_tokens=50,
+            messages=ASK,
+            extra_headers=fault(spec),
+            **HURRY.get(spec.split(":")[0], {}),
         ) as events:
             return [event.type for event in events]
 

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai.ops.journal import Journal, merged
 from mockoai.pipeline.rules import compile_document
+from tests.optional import STACKS
 from tests.support import Client, make_service
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -77,6 +78,20 @@ class JournalTests(SynchronousTestCase):
         headers = self.service(allow_control_headers=True)
         Client(headers).post("/v1/chat/completions", CHAT)
         self.assertEqual(len(self.journal(headers).entries()), 1)
+
+    def test_both_stacks(self) -> None:
+        """The lean stack's header list and twisted.web's headers read the same."""
+        for http in STACKS:
+            service = self.service(journal="on", allow_control_headers=True, http=http)
+            headers = {"x-api-key": "sk-ant-journal-0042", "x-stainless-retry-count": "2"}
+            Client(service).post("/v1/chat/completions", CHAT, headers=headers)
+            Client(service).post(
+                "/v1/chat/completions", CHAT, headers={**headers, "x-mockoai-fault": "empty"}
+            )
+            plain, faulted = self.journal(service).entries()
+            for entry in (plain, faulted):
+                self.assertEqual((entry["client"], entry["retry"]), ("key sk-...0042", 2), http)
+            self.assertEqual((faulted["rule"], faulted["fault"]), ("header", "empty"))
 
     def test_merged(self) -> None:
         a = [{"time": 1.0, "id": "a1"}, {"time": 3.0, "id": "a3"}]

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mockoai.ops.requestlog import mask
 from mockoai.pipeline.auth import presented_key
-from mockoai.pipeline.control import header_table
 from mockoai.pipeline.limits import client_ip
 
 if TYPE_CHECKING:
@@ -40,28 +40,21 @@ Entry = tuple[Any, ...]
 OWN = b"/_mockoai/"
 
 
-class _Headers:
-    """A request's headers by name, read in one pass (see L{header_table})."""
-
-    __slots__ = ("getHeader",)
-
-    def __init__(self, request: Any) -> None:
-        self.getHeader = header_table(request)
-
-
-def client_of(request: Any, headers: Any = None) -> str:
-    """Who sent it: its key's label, else its key (masked), else its address."""
-    label = getattr(request, "key_label", None)
-    if label:
-        return f"key {label}"
-    key = presented_key(request if headers is None else headers)
-    if key is not None:
-        return f"key {mask(key.decode('latin-1'))}"
+def _address(request: Any) -> str:
     try:
         address = request.getClientAddress()
     except Exception:  # the transport is gone
         return "unknown"
     return client_ip(address) or str(address)
+
+
+class _Headers:
+    """Headers by name, as L{presented_key} reads them."""
+
+    __slots__ = ("getHeader",)
+
+    def __init__(self, get: Callable[[bytes], bytes | None]) -> None:
+        self.getHeader = get
 
 
 def response_header(request: Any, name: bytes) -> bytes | None:
@@ -107,18 +100,26 @@ class Journal:
         if request.path.startswith(OWN):
             return
         crc, body = _body(request, self.bodies) if request.method == b"POST" else (0, None)
-        headers = _Headers(request)
+        # Who sent it is worked out when the journal is read: here, only what the
+        # request will not have then (its headers' list, its label, its address).
+        headers: Any = getattr(request, "raw_headers", None)  # the lean stack's list, as is
+        if headers is None:
+            headers = [(n, v) for n in _READ if (v := request.getHeader(n)) is not None]
+        elif outcome is not None and outcome.decision is not None:
+            # The rules made it a table already (a dict's lookup: nothing of the request's).
+            headers = outcome.decision.headers or headers
         self.ring.append(
             (
                 self.clock.seconds(),
                 response_header(request, b"x-request-id") or b"",
-                client_of(request, headers),
+                getattr(request, "key_label", None),
+                _address(request),
+                headers,
                 request.method,
                 endpoint,
                 status,
                 outcome,
                 response_header(request, b"retry-after"),
-                headers.getHeader(b"x-stainless-retry-count"),
                 crc,
                 body,
             )
@@ -132,7 +133,18 @@ class Journal:
         return [self._record(entry) for entry in self.ring]
 
     def _record(self, entry: Entry) -> dict[str, Any]:
-        at, rid, client, method, endpoint, status, outcome, retry_after, retry, crc, body = entry
+        at, rid, label, address, headers, method, endpoint, status, outcome = entry[:9]
+        retry_after, crc, body = entry[9:]
+        get = headers if callable(headers) else _table(headers)
+        retry = get(b"x-stainless-retry-count")
+        key = None if label else presented_key(_Headers(get))
+        # Who sent it: its key's label, else its key (masked), else its address.
+        if label:
+            client = f"key {label}"
+        elif key is not None:
+            client = f"key {mask(key.decode('latin-1'))}"
+        else:
+            client = address
         record: dict[str, Any] = {
             "time": at,
             "arrived": at,
@@ -180,6 +192,17 @@ class Journal:
         if body is not None:
             record["body"] = body.decode("utf-8", "replace")
         return record
+
+
+#: The headers the journal reads, kept from a request without the lean stack's list.
+_READ = (b"authorization", b"api-key", b"x-api-key", b"x-stainless-retry-count")
+
+
+def _table(pairs: list[tuple[bytes, bytes]]) -> Callable[[bytes], bytes | None]:
+    table: dict[bytes, bytes] = {}
+    for name, value in pairs:
+        table.setdefault(name.lower(), value)
+    return table.get
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -84,6 +84,8 @@ class Decision:
     arrived: float
     rule: str | None = None
     actions: tuple[str, ...] = ()
+    #: The request's headers by name, if the rules read them (the journal reuses them).
+    headers: Callable[[bytes], bytes | None] | None = None
 
 
 def header_table(request: Any) -> Callable[[bytes], bytes | None]:
@@ -136,6 +138,11 @@ def dialect_name(dialect: Dialect) -> str:
     """The API a dialect speaks, as rules name it: its package under ``mockoai.dialects``."""
     parts = type(dialect).__module__.split(".")
     return parts[2] if len(parts) > 2 and parts[1] == "dialects" else parts[-1]
+
+
+def _kept(get: Callable[[bytes], bytes | None] | None) -> Callable[[bytes], bytes | None] | None:
+    """A header table worth keeping on the record: a dict's, never the request's own method."""
+    return get if get is not None and isinstance(getattr(get, "__self__", None), dict) else None
 
 
 class Seam(Faults):
@@ -248,6 +255,7 @@ class Control:
             outcome.decision = decision
         if self.headers:
             get = header_table(request)
+            decision.headers = _kept(get)
             sent = [get(name) for name in HEADERS]
             if any(value is not None for value in sent):
                 return self._headers(sent, wanted, served, plan, decision)
@@ -260,8 +268,10 @@ class Control:
             candidates = self._candidates_of(key)
         if not candidates.rules:
             return None
-        view = RequestView(request, wanted, served, dialect)
-        for rule in candidates.alive(view):
+        view = RequestView(request, wanted, served, dialect, decision.headers)
+        alive = candidates.alive(view)
+        decision.headers = _kept(view._get)
+        for rule in alive:
             if not rule.holds(view):
                 continue
             t = now if rule.wall else now - self.started
@@ -530,28 +540,39 @@ class RequestView:
         "_key",
         "_messages",
         "dialect",
-        "model",
-        "path",
         "request",
         "served",
-        "stream",
         "wanted",
     )
 
     def __init__(
-        self, request: Request, wanted: GenerationRequest, served: ServedModel, dialect: str
+        self,
+        request: Request,
+        wanted: GenerationRequest,
+        served: ServedModel,
+        dialect: str,
+        headers: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.request = request
         self.wanted = wanted
-        self.dialect = dialect
-        self.path = request.path.decode("latin-1")
-        self.model = wanted.model
         self.served = served.spec.id
-        self.stream = wanted.stream
+        self.dialect = dialect
         self._messages: tuple[str, str] | None = None
         self._body: bytes | None = None
-        self._get: Callable[[bytes], bytes | None] | None = None
+        self._get = headers
         self._key: bytes | bool | None = False
+
+    @property
+    def path(self) -> str:
+        return self.request.path.decode("latin-1")
+
+    @property
+    def model(self) -> str:
+        return self.wanted.model
+
+    @property
+    def stream(self) -> bool:
+        return self.wanted.stream
 
     def tools(self) -> frozenset[str]:
         return frozenset(tool.name for tool in self.wanted.tools)

@@ -163,10 +163,16 @@ class View(Protocol):
     """What a rule may ask about a request (L{mockoai.pipeline.control} reads it lazily)."""
 
     dialect: str
-    path: str
-    model: str
     served: str
-    stream: bool
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def stream(self) -> bool: ...
 
     def tools(self) -> frozenset[str]: ...
 
