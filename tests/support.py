@@ -503,7 +503,9 @@ class TwistdProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> TwistdProcess:
+    def start(self, timeout: float = 60.0) -> TwistdProcess:
+        # Generous: on a loaded machine a twistd took over 15 s to listen (PyPy's
+        # more); only a server that never listens waits it out.
         if "--http" in self.args:
             require_stack(self.args[self.args.index("--http") + 1])
         self.process = subprocess.Popen(

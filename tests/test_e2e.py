@@ -473,6 +473,14 @@ def stream_request(max_tokens: int, kind: str = "openai") -> bytes:
     return build_request("POST", path, json.dumps(body).encode(), headers)
 
 
+def _cpu_seconds(server: TwistdProcess) -> float:
+    """The CPU time (user and system) the server process has used so far."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class LifecycleTests(SynchronousTestCase):
     def start(self, args: Sequence[str]) -> TwistdProcess:
         server = TwistdProcess(args)
@@ -510,7 +518,11 @@ class LifecycleTests(SynchronousTestCase):
         self.assertIn("itl=0ms", config.group(1))
         ready = re.search(r"ready in ([\d.]+) s, RSS ([\d.]+) MB", out)
         assert ready is not None, out
-        self.assertLess(float(ready.group(1)), 3)
+        # Under 3 s of work to be ready: its CPU time, which is its wall time when it
+        # has a core to itself, not the time it waited for one on a loaded machine
+        # (4.2 s seen); it has been idle since "ready".
+        self.assertLess(_cpu_seconds(server), 3)
+        self.assertLess(float(ready.group(1)), 30)
         # < 100 MB is CPython's promise. PyPy's interpreter alone holds ~50 MB (CPython's
         # 13) and the same imports ~125 MB: it is ready at ~165 MB (README, Performance).
         pypy = platform.python_implementation() == "PyPy"
