@@ -108,18 +108,20 @@ class Journal:
         elif outcome is not None and outcome.decision is not None:
             # The rules made it a table already (a dict's lookup: nothing of the request's).
             headers = outcome.decision.headers or headers
+        label = getattr(request, "key_label", None)
+        keyed = label is not None or (callable(headers) and presented_key(_Headers(headers)))
         self.ring.append(
             (
                 self.clock.seconds(),
                 response_header(request, b"x-request-id") or b"",
-                getattr(request, "key_label", None),
-                _address(request),
+                label,
+                None if keyed else _address(request),  # a key says who it is
                 headers,
                 request.method,
                 endpoint,
                 status,
                 outcome,
-                response_header(request, b"retry-after"),
+                response_header(request, b"retry-after") if status >= 400 else None,
                 crc,
                 body,
             )
@@ -144,7 +146,7 @@ class Journal:
         elif key is not None:
             client = f"key {mask(key.decode('latin-1'))}"
         else:
-            client = address
+            client = address or "unknown"
         record: dict[str, Any] = {
             "time": at,
             "arrived": at,
