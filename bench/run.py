@@ -872,6 +872,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rss.idle", "RSS idle (after start), MB", "lower", server.name, server.rss_mb()
             )
         if "wrk" in parts:
+            # A warm-up first, not counted: PyPy's JIT compiles the request path in its
+            # first thousands of requests, and its first run would be the one measured.
+            for server in up:
+                wrk(ctx, server, "chat", 64)
             measure_wrk(ctx, up, table)
         if "stream" in parts:
             measure_streams(ctx, up, table, levels, None)

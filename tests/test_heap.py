@@ -257,3 +257,11 @@ class SettleHeapTests(SynchronousTestCase):
         self.assertGreater(gc.get_freeze_count(), 0)
         # Frozen: the collector no longer walks it.
         self.assertFalse(any(o is survivor for o in gc.get_objects()))
+
+    def test_pypy_is_told_about_its_nursery(self) -> None:
+        # PyPy sizes its nursery from the environment at start: only a hint can help.
+        advice = service.gc_advice({}, "PyPy")
+        assert advice is not None
+        self.assertIn(f"PYPY_GC_NURSERY={service.PYPY_NURSERY}", advice)
+        self.assertIsNone(service.gc_advice({"PYPY_GC_NURSERY": "32M"}, "PyPy"))
+        self.assertIsNone(service.gc_advice({}, "CPython"))
