@@ -161,7 +161,7 @@ def run_batch(site: Any, data: bytes, connections: int, requests: int) -> tuple[
     for _ in range(rounds):
         for channel in channels:
             channel.dataReceived(data)
-        reactor.runUntilCurrent()  # type: ignore[attr-defined]
+        reactor.runUntilCurrent()
     spent = time.process_time() - start
     answered = sum(s.answers for s in sinks)
     for channel in channels:
