@@ -70,6 +70,9 @@ class Request(Protocol):
     @property
     def finished(self) -> int: ...
 
+    #: The client went away (twisted.web's name, which the lean stack shares).
+    _disconnected: bool
+
     def getHeader(self, name: bytes) -> bytes | None: ...
 
     def setHeader(self, name: bytes, value: bytes) -> None: ...
@@ -79,6 +82,9 @@ class Request(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def finish(self) -> None: ...
+
+    def respond(self, body: bytes) -> None:
+        """Answer with ``body`` whole (a Content-Length), and finish."""
 
     def notifyFinish(self) -> Deferred[None]: ...
 

@@ -33,7 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mockoai.dialects.openai import validate
 from mockoai.ops.config import load_settings
 from mockoai.pipeline.errors import APIError
-from mockoai.wire.guard import HeaderDeadlines
+from mockoai.wire.guard import HeaderDeadlines, IdleSweep
 from tests.optional import STACKS
 from tests.support import (
     EPOCH,
@@ -362,8 +362,97 @@ class IdleTimeoutTests(SynchronousTestCase):
             clock.advance(0)
             self.assertEqual(parse_responses(connection.received())[0].status, 200)
             self.assertFalse(connection.closing)
-            clock.advance(1.1)
+            clock.advance(0.95)
+            self.assertFalse(connection.closing, http)
+            # Within a tenth of the timeout after it (the lean stack's sweep).
+            clock.advance(0.15 + 1e-6)
             self.assertTrue(connection.closing, http)
+
+    def test_the_lean_stack_keeps_no_timer_per_request(self) -> None:
+        """One sweep timer for every connection, whatever they do; none once all are gone."""
+        clock = Clock()
+        clock.advance(EPOCH)
+        service = make_service(clock, http="lean", idle_timeout=5.0, header_timeout=0)
+        connections = [Client(service).connect() for _ in range(3)]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        for _ in range(4):
+            for connection in connections:
+                connection.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            clock.advance(0)
+            self.assertEqual(len(clock.getDelayedCalls()), 1)
+        for connection in connections:
+            connection.disconnect()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class IdleSweepTests(SynchronousTestCase):
+    class Channel:
+        def __init__(self) -> None:
+            self.idle_since: float | None = None
+            self.closed_at: float | None = None
+            self.clock: Clock | None = None
+
+        def timeoutConnection(self) -> None:
+            assert self.clock is not None
+            self.closed_at = self.clock.seconds()
+
+    def channel(self, clock: Clock) -> IdleSweepTests.Channel:
+        channel = self.Channel()
+        channel.clock = clock
+        return channel
+
+    @given(
+        timeout=st.floats(0.05, 100.0),
+        joins=st.lists(st.floats(0.0, 30.0), min_size=1, max_size=8),
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_closed_after_the_timeout_within_a_tick(
+        self, timeout: float, joins: list[float]
+    ) -> None:
+        clock = Clock()
+        sweep = IdleSweep(clock, timeout)
+        channels = []
+        for at in sorted(joins):
+            # Time passes as a reactor's does: in steps shorter than a tick.
+            while clock.seconds() < at:
+                clock.advance(min(sweep.interval / 3, at - clock.seconds()))
+            channel = self.channel(clock)
+            sweep.add(channel)
+            channels.append((at, channel))
+        clock.pump([sweep.interval / 3] * (3 * int((timeout + 31) / sweep.interval) + 6))
+        for at, channel in channels:
+            assert channel.closed_at is not None
+            idle = channel.closed_at - at
+            self.assertGreaterEqual(idle, timeout - 1e-6)
+            # (A tick runs up to one of these steps late, as a reactor's timers do.)
+            self.assertLessEqual(idle, timeout + sweep.interval * 4 / 3 + 1e-6)
+        self.assertEqual((len(sweep), clock.getDelayedCalls()), (0, []))
+
+    def test_a_busy_channel_is_never_closed_and_reading_counts_as_activity(self) -> None:
+        clock = Clock()
+        sweep = IdleSweep(clock, 1.0)
+        busy, reading = self.channel(clock), self.channel(clock)
+        sweep.add(busy)
+        sweep.add(reading)
+        busy.idle_since = None  # a request in progress: a long stream
+        for _ in range(50):
+            clock.advance(0.5)
+            reading.idle_since = clock.seconds()  # a byte every half second
+        self.assertEqual((busy.closed_at, reading.closed_at), (None, None))
+        busy.idle_since = clock.seconds()  # answered
+        for _ in range(5):
+            clock.advance(0.25)
+            reading.idle_since = clock.seconds()
+        self.assertIsNotNone(busy.closed_at)
+        self.assertIsNone(reading.closed_at)
+        sweep.discard(reading)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_no_timeout_no_timer(self) -> None:
+        clock = Clock()
+        sweep = IdleSweep(clock, 0)
+        sweep.add(self.channel(clock))
+        self.assertEqual((len(sweep), clock.getDelayedCalls()), (0, []))
 
 
 # --------------------------------------------------------------------------

@@ -160,6 +160,7 @@ class MockoaiService(MultiService):
                 pacer.stop()
             site.header_deadlines.stop()
             site.body_deadlines.stop()
+            site.idle.stop()
             site.large_bodies.stop()
             closed: Deferred[None] = Deferred()
             _when_closed(self.clock, site, closed, self.clock.seconds() + _FLUSH_TIMEOUT)

@@ -325,6 +325,81 @@ class BodyDeadlines:
 
 
 # --------------------------------------------------------------------------
+# Idle keep-alive connections (the lean stack).
+
+
+class Idling(Protocol):
+    """A channel whose idle timeout the sweep keeps."""
+
+    #: When it last became idle or read (the clock's seconds); None while it is not idle.
+    idle_since: float | None
+
+    def timeoutConnection(self) -> None:
+        """Idle too long: close."""
+
+
+class IdleSweep:
+    """
+    The idle timeout of every lean connection, kept by one coarse timer.
+
+    Twisted's C{TimeoutMixin} cancels a timer as each request begins and
+    arms a new one as it ends (and resets it on every read): three timer
+    operations a request, a tenth of what a keep-alive ``GET /health``
+    costs.  Here a channel only notes the time when it becomes idle or
+    reads, and ``None`` while a request is in progress; a timer ticks every
+    ``timeout / 10`` seconds (1 s at most) while any connection is open and
+    closes those idle for ``timeout``: before ``timeout`` plus one tick has
+    passed.  ``timeout`` 0 makes every method a no-op.
+    """
+
+    def __init__(self, clock: Clock, timeout: float) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.interval = min(1.0, timeout / 10)
+        self._channels: set[Idling] = set()
+        self._timer: DelayedCall | None = None
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def add(self, channel: Idling) -> None:
+        """``channel`` is open (and idle until it reads)."""
+        if not self.timeout:
+            return
+        channel.idle_since = self.clock.seconds()
+        self._channels.add(channel)
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.interval, self._sweep)
+
+    def discard(self, channel: Idling) -> None:
+        """``channel`` is gone."""
+        channels = self._channels
+        channels.discard(channel)
+        if not channels and self._timer is not None:
+            self.stop()
+
+    def _sweep(self) -> None:
+        cutoff = self.clock.seconds() - self.timeout
+        overdue = [
+            channel
+            for channel in self._channels
+            if channel.idle_since is not None and channel.idle_since <= cutoff
+        ]
+        for channel in overdue:
+            self._channels.discard(channel)
+            channel.timeoutConnection()
+        self._timer = (
+            self.clock.callLater(self.interval, self._sweep) if self._channels else None
+        )
+
+    def stop(self) -> None:
+        """Cancel the timer (once no connection is open, at shutdown, and in tests)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+# --------------------------------------------------------------------------
 # Connections: the default cap, and closing one that is refused.
 
 #: File descriptors kept back from ``--max-connections auto`` for what is

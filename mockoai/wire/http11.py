@@ -33,7 +33,6 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
@@ -68,8 +67,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY = io.BytesIO()
 #: The parser of a connection that is gone (never fed).
 _NO_PARSER = h1parser.HttpRequestParser(object())
-_STATUS = {code: b"%d %s" % (code, reason) for code, reason in http.RESPONSES.items()}
-_STATUS[431] = b"431 " + failures.reason(431)
+#: Each status line, with the Date field every answer carries next.
+_STATUS = {
+    code: b"HTTP/1.1 %d %s\r\nDate: " % (code, failures.reason(code)) for code in http.RESPONSES
+}
+_STATUS[431] = b"HTTP/1.1 431 %s\r\nDate: " % failures.reason(431)
 
 
 class LeanRequest:
@@ -183,11 +185,21 @@ class LeanRequest:
         elif self.clientproto is _HTTP10:
             # HTTP/1.0 closes unless both sides say keep-alive (RFC 9112 9.3).
             headers[b"connection"] = (b"Connection", b"keep-alive")
-        lines = [b"HTTP/1.1 ", _STATUS.get(self.code) or b"%d Unknown" % self.code, b"\r\n"]
-        for name, value in headers.values():
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        status = _STATUS.get(self.code) or b"HTTP/1.1 %d Unknown\r\nDate: " % self.code
+        fields = b"".join([b"%s: %s\r\n" % field for field in headers.values()])
+        return b"%s%s\r\n%s\r\n" % (status, self.site.date(), fields)
+
+    def respond(self, body: bytes) -> None:
+        """Answer with ``body`` whole: the head and the body in one send, and finish."""
+        if self.started:
+            raise RuntimeError("respond() after the answer began")
+        if self._disconnected:
+            return
+        self._response_headers[b"content-length"] = (b"Content-Length", b"%d" % len(body))
+        self.started = True
+        head = self._head()
+        self.channel.send(head if self.method == b"HEAD" else head + body)
+        self._ended()
 
     def write(self, data: bytes) -> None:
         if self.finished:
@@ -221,6 +233,9 @@ class LeanRequest:
             self.write(b"")
         elif self.chunked:
             self.channel.send(b"0\r\n\r\n")
+        self._ended()
+
+    def _ended(self) -> None:
         self.finished = True
         notify, self._notify = self._notify, None
         for d in notify or ():
@@ -256,7 +271,7 @@ class LeanRequest:
             d.errback(reason)
 
 
-class LeanChannel(Protocol, TimeoutMixin):
+class LeanChannel(Protocol):
     """One HTTP/1.1 connection, parsed by httptools where installed."""
 
     #: Makes the parser, given the channel whose callbacks it calls.
@@ -269,7 +284,10 @@ class LeanChannel(Protocol, TimeoutMixin):
     factory: Any
     transport: Transport | None  # type: ignore[assignment]
     callLater: Callable[..., Any]
-    timeOut: float | None = None  # type: ignore[assignment]
+    timeOut: float | None = None
+    #: When this became idle or last read, or ``None`` while it is not idle
+    #: (a request in progress, a body being read): L{guard.IdleSweep}.
+    idle_since: float | None = None
     requestFactory: Any = None
     secure = False
     _socket: Any = None
@@ -301,7 +319,6 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._in_head = False
         self._head_seen = 0
         self._in_body = False
-        self._idle_timeout: float | None = None
         self._abort_call: Any = None
         #: Answers begun on this connection, and when it opened (--keepalive-*).
         self._served = 0
@@ -328,14 +345,13 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._socket = transport.socket if type(transport) is tcp.Server else None
         site = self.site
         site.channels.add(self)
-        # TimeoutMixin.setTimeout(None) forgets timeOut: keep the idle timeout.
-        self._idle_timeout = self.timeOut
         self._limits = site.http_limits
         self._max_served = site.keepalive_requests
         self._max_age = site.keepalive_time
         if self._max_age:
             self._opened = site.clock.seconds()
-        self.setTimeout(self.timeOut)
+        self._now = site.clock.seconds
+        site.idle.add(self)
         site.header_deadlines.start(self)
 
     def send(self, data: bytes) -> None:
@@ -373,7 +389,7 @@ class LeanChannel(Protocol, TimeoutMixin):
             # (and its read buffers counted, to give their memory back).
             self.site.large_bodies.freed(len(data))
             return
-        self.resetTimeout()
+        self.idle_since = self._now()
         more: bytes | None = data
         while more is not None:
             more = self._feed(more)
@@ -383,7 +399,7 @@ class LeanChannel(Protocol, TimeoutMixin):
             self._in_body = True
             deadlines = self.site.body_deadlines
             if deadlines.on:
-                self.setTimeout(None)
+                self.idle_since = None
                 deadlines.start(self)
         self._pump()
 
@@ -480,7 +496,8 @@ class LeanChannel(Protocol, TimeoutMixin):
         # cyclic GC would free (with its thresholds raised, after thousands of
         # connections: a flood of 11,000 kept ~15 MB), unless broken here.
         self._parser = _NO_PARSER
-        self.setTimeout(None)
+        self.idle_since = None
+        self.site.idle.discard(self)
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         site = self.site
@@ -619,7 +636,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         try:
             while self._current is None and self._queue and not self._closing:
                 request = self._current = self._queue.popleft()
-                self.setTimeout(None)
+                self.idle_since = None
                 if request.refusal is not None:
                     self.site.refuse_request(request, request.refusal)
                     continue
@@ -662,7 +679,7 @@ class LeanChannel(Protocol, TimeoutMixin):
             if self._refused:
                 self._answer_refusal()
                 return
-            self.setTimeout(self._idle_timeout)
+            self.idle_since = self._now()
             if self._continue:
                 self._continue = False
                 self.send(_CONTINUE)
@@ -712,7 +729,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         """Close while the client may still be sending (see L{guard.close_unread})."""
         self._closing = True
         self._paused_reading = False
-        self.setTimeout(None)
+        self.idle_since = None
         self._abort_call = guard.close_unread(self.transport, self.site.clock)
 
 

@@ -110,10 +110,11 @@ class AlpnSwitch(Protocol):
         # The HTTP/1.1 channel never saw a byte: retire it quietly (no idle
         # or slow-header timer may close the connection for it), handing its
         # place under the connection cap to the HTTP/2 channel.
-        old.setTimeout(None)
-        deadlines = getattr(self.site, "header_deadlines", None)
-        if deadlines is not None:
-            deadlines.done(old)
+        set_timeout = getattr(old, "setTimeout", None)
+        if set_timeout is not None:
+            set_timeout(None)  # twisted.web's channel keeps its own idle timer
+        self.site.header_deadlines.done(old)
+        self.site.idle.discard(old)  # the lean channel's
         self.site.channels.discard(old)
         transport.unregisterProducer()  # twisted.web's channel registers itself
         channel = H2Channel(self.site)
@@ -252,12 +253,12 @@ class H2Request(MockRequest):
 
     def process(self) -> None:
         site = self.site = self.channel.site
+        self.setHeader(b"Date", site.date())  # (the lean stack writes its own)
         if self._refusal is not None:
             self._counted = True
             site.refuse_request(self, self._refusal)
             return
         if self._too_large:
-            self.setHeader(b"Date", site.date())
             self.setHeader(b"x-request-id", site.ids.request())
             error = errors.body_too_large(site.max_body_size)
             # (twisted.web types ``content`` as optional; it is set by gotLength.)

@@ -41,7 +41,7 @@ from mockoai.pipeline.outcome import note_error
 from mockoai.wire import failures, guard
 from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
-from mockoai.wire.guard import BodyDeadlines, HeaderDeadlines
+from mockoai.wire.guard import BodyDeadlines, HeaderDeadlines, IdleSweep
 from mockoai.wire.heap import LARGE_BODY, LargeBodies
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class MockRequest(server.Request):
             channel.persistent = False
             self.setHeader(b"Connection", b"close")
         self._counted = True
+        self.setHeader(b"Date", site.date())  # (the lean stack writes its own)
         site.handle(self)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -88,6 +89,12 @@ class MockRequest(server.Request):
             self.channel.refuse(errors.body_too_large(self.channel.site.max_body_size))
             return
         server.Request.handleContentChunk(self, data)
+
+    def respond(self, body: bytes) -> None:
+        """Answer with ``body`` whole, and finish (the lean stack's one call)."""
+        self.setHeader(b"Content-Length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
 
     def finish(self) -> None:
         server.Request.finish(self)
@@ -356,6 +363,8 @@ class MockSite(server.Site):
         limits = self.http_limits = http_limits or HttpLimits()
         self.header_deadlines = HeaderDeadlines(clock, limits.header_timeout)
         self.body_deadlines = BodyDeadlines(clock, limits.body_timeout, limits.body_min_rate)
+        #: The lean stack's idle timeout (twisted.web's channel keeps its own timer).
+        self.idle = IdleSweep(clock, idle_timeout)
         self.large_bodies = LargeBodies(clock)
         self.access_log = access_log
         self.channels: set[MockChannel] = set()
@@ -437,7 +446,6 @@ class MockSite(server.Site):
 
     def refuse_request(self, request: Any, error: errors.APIError) -> None:
         """Answer ``request``, refused by L{screen}, as L{handle} would have."""
-        request.setHeader(b"Date", self.date())
         request.setHeader(b"x-request-id", self.ids.request())
         self.active += 1
         if self.cors is not None:
@@ -450,8 +458,7 @@ class MockSite(server.Site):
             self.observer.finished(request)
 
     def handle(self, request: Any) -> None:
-        """Every request, from either HTTP stack, starts here."""
-        request.setHeader(b"Date", self.date())
+        """Every request, from either HTTP stack (with its Date field set), starts here."""
         request.setHeader(b"x-request-id", self.ids.request())
         self.active += 1
         # CORS first: a preflight is answered here, before keys and routes.
