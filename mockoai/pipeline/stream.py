@@ -506,15 +506,10 @@ def delayed(
     stats: Recorder | None = None,
     plan: Plan | None = None,
 ) -> bytes | Deferred[bytes]:
-    """A non-streaming body, rendered and released after ``delay`` seconds."""
-
-    def done() -> bytes:
-        if stats is not None and plan is not None:
-            _record(stats, plan, delay, plan.ttft, 0.0)
-        return render()
-
+    """A non-streaming body, rendered and released after ``delay`` seconds (now, if none)."""
     if delay <= 0:
-        return done()
+        # Nothing to wait for (a zero-latency profile): no timer, no Deferred, no closure.
+        return _released(render, delay, stats, plan)
     waiter: Waiter | None = None
 
     def cancel(d: Deferred[bytes]) -> None:
@@ -527,7 +522,16 @@ def delayed(
 
     def fire() -> None:
         if not d.called:
-            d.callback(done())
+            d.callback(_released(render, delay, stats, plan))
 
     waiter = pacer.after(delay, fire)
     return d
+
+
+def _released(
+    render: Callable[[], bytes], delay: float, stats: Recorder | None, plan: Plan | None
+) -> bytes:
+    """The body of a plain answer ``delay`` seconds after it arrived, recorded."""
+    if stats is not None and plan is not None:
+        _record(stats, plan, delay, plan.ttft, 0.0)
+    return render()

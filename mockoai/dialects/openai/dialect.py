@@ -104,7 +104,7 @@ class OpenAIDialect(Dialect):
 
     def parse(self, request: Request) -> OpenAIAnswer:
         content_type = request.getHeader(b"content-type")
-        if content_type is not None and not _is_json(content_type):
+        if content_type is not None and content_type != JSON and not _is_json(content_type):
             raise errors.unsupported_content_type(content_type.decode("latin-1"))
         limits = self.limits
         body = validate.parse_body(request.content.read(), limits.max_json_depth)
