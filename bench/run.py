@@ -830,7 +830,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pypy is None:
                 skipped["mockoai-pypy"] = f"{args.pypy_python} not found (apt-get install -y pypy3)"
             else:
-                pythons.append(("mockoai-pypy", pypy))
+                # Absolute: the server runs from another directory (a relative
+                # .venv-pypy/bin/python made taskset fail with exit 127).
+                pythons.append(("mockoai-pypy", os.path.abspath(pypy)))
         for name, python in pythons:
             why = None
             if args.mockoai_cmd == DEFAULT_COMMANDS["mockoai"]:
