@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -20,7 +21,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai.ops.service import BACKLOG, with_backlog
-from mockoai.ops.workers import reuseport_endpoint
+from mockoai.ops.workers import RUN_DIR_PREFIX, UNMARKED_GRACE, reuseport_endpoint, stale_run_dirs
 from tests.support import TwistdProcess, run_twistd
 
 
@@ -188,6 +189,34 @@ class RebalanceTests(SynchronousTestCase):
 
 
 class StaleRunDirTests(SynchronousTestCase):
+    def test_only_a_dead_supervisors_directory_is_stale(self) -> None:
+        """
+        A directory without its mark may be a supervisor's starting beside us
+        (made, not yet marked): it was removed under it.  Now it is stale only
+        once older than the grace; a marked one once its supervisor is gone.
+        """
+        temp = tempfile.mkdtemp(prefix="mockoai-runs-")
+        self.addCleanup(shutil.rmtree, temp, True)
+
+        def run_dir(name: str, pid: int | None) -> str:
+            path = os.path.join(temp, RUN_DIR_PREFIX + name)
+            os.mkdir(path)
+            if pid is not None:
+                with open(os.path.join(path, "supervisor.pid"), "w") as mark:
+                    mark.write(f"{pid} 0\n")
+            return path
+
+        child = subprocess.Popen(["true"])
+        child.wait()
+        starting = run_dir("starting", None)
+        alive = run_dir("alive", os.getpid())
+        dead = run_dir("dead", child.pid)
+        now = time.time()
+        self.assertEqual(stale_run_dirs(temp, now), [dead])
+        later = now + UNMARKED_GRACE + 1
+        self.assertEqual(stale_run_dirs(temp, later), sorted([dead, starting]))
+        self.assertNotIn(alive, stale_run_dirs(temp, later))
+
     def test_killed_supervisor_leaves_logs_and_the_next_start_cleans_up(self) -> None:
         """
         Item 12: after SIGKILL of the supervisor its workers drain and exit,

@@ -35,6 +35,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from typing import Any, cast
 
 from twisted.application.service import Service
@@ -114,18 +115,34 @@ def make_run_dir() -> str:
     return path
 
 
-def stale_run_dirs(parent: str | None = None) -> list[str]:
-    """Our run directories whose supervisor is gone (killed: it could not remove them)."""
+#: Seconds a run directory without its supervisor's mark may be another
+#: supervisor's, between making it and marking it, before it counts as stale.
+UNMARKED_GRACE = 60.0
+
+
+def stale_run_dirs(parent: str | None = None, now: float | None = None) -> list[str]:
+    """
+    Our run directories whose supervisor is gone (killed: it could not
+    remove them): its mark names a process that is gone, or there is no
+    mark and the directory is older than L{UNMARKED_GRACE} (a supervisor
+    starting beside us has made its directory but not marked it yet).
+    """
+    now = time.time() if now is None else now
     stale = []
     for path in sorted(
         glob.glob(os.path.join(parent or tempfile.gettempdir(), RUN_DIR_PREFIX + "*"))
     ):
         try:
-            if os.stat(path).st_uid != os.getuid():
-                continue
+            info = os.stat(path)
         except OSError:
             continue
-        if os.path.isdir(path) and not _alive(os.path.join(path, _SUPERVISOR)):
+        if info.st_uid != os.getuid() or not os.path.isdir(path):
+            continue
+        mark = os.path.join(path, _SUPERVISOR)
+        if os.path.exists(mark):
+            if not _alive(mark):
+                stale.append(path)
+        elif now - info.st_mtime > UNMARKED_GRACE:
             stale.append(path)
     return stale
 
