@@ -17,6 +17,7 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from mockoai.ops.config import ModelSpec, ProviderSpec
+from mockoai.ops.metrics import in_flight
 from mockoai.pipeline.control import Control, Seam, dialect_name, texts
 from mockoai.pipeline.faults import StreamErrors
 from mockoai.pipeline.generate import Pipeline
@@ -242,6 +243,17 @@ class StreamEndTests(ControlTestCase):
             self.assertIn(ERROR_EVENT[dialect], response.body.decode(), dialect)
             self.assertNotIn(END_OF_STREAM[dialect], response.body.decode(), dialect)
             self.assertFalse(connection.closing, dialect)
+
+    def test_plain_answer_cut_by_an_error_counts_as_failed(self) -> None:
+        """It counted as neither answered nor failed: in flight forever in /metrics."""
+        self.rules({"fault": "error-event:after=5"})
+        stats = self.api.openai_chat.stats.for_model(GPT)
+        self.assertEqual(self.send("chat").status, 500)
+        connection = self.connect("chat")
+        connection.disconnect()  # before its error went out
+        self.elapse(1.5)
+        self.assertEqual((stats.requests, stats.errors, stats.cancelled), (2, {500: 1}, 1))
+        self.assertEqual(in_flight(stats), 0)
 
     def test_truncate_is_a_clean_close_without_the_end(self) -> None:
         self.rules({"fault": "truncate:after=5"})

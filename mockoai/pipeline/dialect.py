@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from mockoai.pipeline import errors
 from mockoai.pipeline.errors import Envelope, openai_envelope
-from mockoai.pipeline.outcome import note_error
+from mockoai.pipeline.outcome import note_error, outcome_of
 
 if TYPE_CHECKING:
     from mockoai.apierror import APIError
@@ -106,15 +106,20 @@ class Answer:
         return errors.server_error()
 
     def broken(self) -> bytes:
-        """The plain body of an answer cut by a fault: the mid-stream error, in the envelope."""
+        """
+        The plain body of an answer cut by a fault: the mid-stream error, in
+        the envelope; its model counts it as failed (it was never answered).
+        """
         error = self.mid_stream_error()
         dialect = self.dialect
         request = self.request
+        status = error.status if dialect.cut_status is None else dialect.cut_status
+        request.setResponseCode(status)
         if dialect.cut_status is None:
-            request.setResponseCode(error.status)
             note_error(request, error.code or error.type)
-        else:
-            request.setResponseCode(dialect.cut_status)
+        outcome = outcome_of(request)
+        if outcome is not None:
+            outcome.failed(status, error.code or error.type)
         for name, value in error.headers:
             request.setHeader(name, value)
         return dialect.envelope(error)

@@ -39,7 +39,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from mockoai.apierror import APIError
@@ -360,6 +360,13 @@ def cut_plain(
         pacer.cancel(waiter)
 
     return Deferred(stop_waiting)
+
+
+def count_cancel(failure: Failure, stats: Outcome) -> Failure:
+    """An errback: a wait the client's leaving cancelled counts as cancelled."""
+    if failure.check(CancelledError) is not None:
+        stats.cancel()
+    return failure
 
 
 def cut_now(stream: StreamProducer, error: APIError) -> None:

@@ -146,8 +146,11 @@ class Pipeline:
             if cut is None:
                 result = after_tokens(engine, pacer, plan, plan.tokens, answer.body, stats)
             elif fault.end == faults.ERROR_EVENT:
-                # Not counted as answered: it was not.
+                # Not counted as answered (it was not): as failed once its
+                # error goes out (L{Answer.broken}), as cancelled if the client leaves first.
                 result = after_tokens(engine, pacer, plan, faults.steps(plan, cut), answer.broken)
+                if isinstance(result, Deferred):
+                    result.addErrback(faults.count_cancel, stats)
             else:
                 result = faults.cut_plain(
                     request,
