@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from mockoai.ops.config import CHAT, COMPLETIONS, ModelSpec
 from mockoai.ops.service import _FLUSH_TIMEOUT
+from mockoai.pipeline.ids import IdMaker
 from mockoai.sim import tokens
 from tests.spec import validate
 from tests.support import (
@@ -1220,6 +1221,59 @@ class KleinResourceTests(RouteTestCase):
             [{k: v for k, v in c.items() if k not in strip} for c in ours],
         )
         self.assertEqual(stream_text(theirs), stream_text(ours))
+
+
+class RouterHandlerTests(TestCase):
+    """The Router calls each route's own function; other kinds of route still answer."""
+
+    def test_plain_async_bindable_and_parameters(self) -> None:
+        from klein import Klein
+        from klein._decorators import bindable
+
+        from mockoai.wire.dispatch import Router
+        from mockoai.wire.site import MockSite
+
+        class App:
+            app = Klein()
+
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+
+            @app.route("/plain")
+            def plain(self, request: Any) -> bytes:
+                self.calls.append("plain")
+                return b"plain"
+
+            @app.route("/async")
+            async def later(self, request: Any) -> bytes:
+                self.calls.append("async")
+                return b"async"
+
+            @app.route("/bound")
+            @bindable
+            def bound(self, request: Any) -> bytes:  # answered through Klein's own call
+                self.calls.append("bound")
+                return b"bound:" + type(self).__name__.encode()
+
+            @app.route("/items/<string:name>")
+            def item(self, request: Any, name: str) -> bytes:
+                return name.encode()
+
+        instance = App()
+        clock = Clock()
+        site = MockSite(instance.app.resource(), Router(instance.app), clock, IdMaker(), 1024, 0)
+        for path, body in (
+            ("/plain", b"plain"),
+            ("/async", b"async"),
+            ("/bound", b"bound:App"),
+            ("/items/x1", b"x1"),
+        ):
+            connection = Connection(site, clock=clock)
+            connection.send(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+            clock.advance(0)
+            response = connection.response()
+            self.assertEqual((response.status, response.body), (200, body), path)
+        self.assertEqual(instance.calls, ["plain", "async", "bound"])
 
 
 # ---------------------------------------------------------------------------
