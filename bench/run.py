@@ -11,6 +11,7 @@ load client to the other (``taskset -c 1``).
     python bench/run.py --quick            # ~3 s per measurement
     python bench/run.py                    # 10 s per measurement, wrk x3 (median)
     python bench/run.py --pypy             # also mockoai under Debian's pypy3
+    python bench/run.py --peers            # also the other mock servers of peers.py
 
 Prints a Markdown table (metric | baseline | mockoai | ratio) and writes
 the same, with every raw measurement, to ``bench/results/<timestamp>.json``.
@@ -43,6 +44,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
+
+import peers  # a sibling script: other projects' mock servers, for --peers
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -114,6 +117,27 @@ def group_rss_kb(pgid: int) -> int:
     return total
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """
+    utime + stime of every process of a process group, with the reaped
+    children of each (cutime + cstime): a worker that exits between two
+    samples keeps its share.
+    """
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            # Field 5 (pgrp) is the third after the ")"; 14-17 are u/s/cu/cs time.
+            if int(fields[2]) == pgid:
+                total += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     """One server under test: a command template, a phase's arguments, a process."""
@@ -125,14 +149,22 @@ class Server:
     pin: list[str]
     env: dict[str, str]
     workdir: Path
+    #: A GET answered with a 200 once the server serves.
+    health: str = "/health"
+    #: The parts this server takes part in (None: all); a peer serves only some.
+    only: frozenset[str] | None = None
+    #: Check that it answers the wrk scripts' requests before measuring them.
+    probe: bool = False
     port: int = 0
+    #: Why it did not start, when it did not.
+    failure: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)
     log_path: Path | None = None
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
-        """Start pinned on a free loopback port; return once GET /health answers."""
+        """Start pinned on a free loopback port; return once GET C{health} answers."""
         self.port = free_port()
         self.argv = self.pin + expand(
             self.template,
@@ -158,7 +190,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}\n{self.tail()}")
-            if health_ok(self.port):
+            if health_ok(self.port, self.health):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT:.0f} s\n{self.tail()}")
@@ -168,6 +200,16 @@ class Server:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def takes(self, part: str) -> bool:
+        """Whether this server is measured in a part of the run."""
+        return self.only is None or part in self.only
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server's process group has used so far."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        return group_cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float | None:
         """Resident memory of the server's process group, in MiB."""
@@ -194,11 +236,12 @@ class Server:
             self._log = None
 
 
-def health_ok(port: int) -> bool:
-    """True when 127.0.0.1:port answers GET /health with a 200."""
+def health_ok(port: int, path: str = "/health") -> bool:
+    """True when 127.0.0.1:port answers GET C{path} with a 200."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(request.encode("ascii"))
             return sock.recv(64).startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
     except OSError:
         return False
@@ -215,6 +258,7 @@ def running(servers: Sequence[Server]) -> Iterator[list[Server]]:
                 up.append(server)
             except RuntimeError as e:
                 log(f"SKIP {server.name}: {e}")
+                server.failure = str(e)
                 server.stop()
         yield up
     finally:
@@ -288,23 +332,30 @@ _WRK_RE = re.compile(r"^WRK_RESULT (\{.*\})$", re.M)
 def wrk(
     ctx: Ctx, server: Server, endpoint: str, conns: int, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """One wrk run (1 thread): req/s, latency percentiles, errors."""
+    """
+    One wrk run (1 thread): req/s, latency percentiles, errors, and the
+    server's CPU time per request wrk completed (its process group's, read
+    from /proc just before and after: unlike req/s it does not drop when
+    other jobs take the server's core).
+    """
     url = f"http://127.0.0.1:{server.port}{ENDPOINTS[endpoint]}"
     script = str(BENCH / "wrk" / f"{endpoint}.lua")
     argv = [*ctx.client_pin, "wrk", "-t1", f"-c{conns}", f"-d{ctx.duration:g}s"]
     argv += ["--timeout", "5s", "-s", script, url]
     env = {"BENCH_MAX_TOKENS": str(ctx.max_tokens), **(env or {})}
+    cpu0 = server.cpu_seconds()
     try:
         proc = run_client(argv, ctx.duration + 30, env)
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
+    cpu1 = server.cpu_seconds()
     match = _WRK_RE.search(proc.stdout)
     if proc.returncode != 0 or match is None:
         return {"error": (proc.stderr or proc.stdout)[-500:]}
     raw = json.loads(match.group(1))
     seconds = raw["duration_us"] / 1e6
     errors = sum(raw["errors"].values())
-    return {
+    result = {
         "rps": round((raw["requests"] - raw["errors"]["status"]) / seconds, 1),
         "p50_ms": raw["p50_us"] / 1000.0,
         "p90_ms": raw["p90_us"] / 1000.0,
@@ -312,6 +363,49 @@ def wrk(
         "errors": errors,
         "raw": raw,
     }
+    if cpu0 is not None and cpu1 is not None and raw["requests"]:
+        result["server_cpu_s"] = round(cpu1 - cpu0, 3)
+        result["server_cpu_us"] = round((cpu1 - cpu0) / raw["requests"] * 1e6, 1)
+    return result
+
+
+#: What a 200 to each wrk script's request must hold: its "object" and the text.
+SHAPES: dict[str, tuple[str, Callable[[Any], object]]] = {
+    "chat": ("chat.completion", lambda doc: doc["choices"][0]["message"]["content"]),
+    "completions": ("text_completion", lambda doc: doc["choices"][0]["text"]),
+}
+_PROBE_RE = re.compile(r"^PROBE_STATUS (\d+)\nPROBE_BODY (\d+)\n", re.M)
+
+
+def probe(ctx: Ctx, server: Server, endpoint: str) -> str | None:
+    """
+    None when the server answers the request of ``wrk/<endpoint>.lua`` (sent
+    by wrk itself, byte for byte) with a 200 of the expected shape, else what
+    it answered: a server that refuses the request is reported, not measured.
+    """
+    url = f"http://127.0.0.1:{server.port}{ENDPOINTS[endpoint]}"
+    argv = [*ctx.client_pin, "wrk", "-t1", "-c1", "-d1s", "--timeout", "5s"]
+    argv += ["-s", str(BENCH / "wrk" / "probe.lua"), url]
+    env = {"BENCH_MAX_TOKENS": str(ctx.max_tokens), "BENCH_SCRIPT": f"{endpoint}.lua"}
+    try:
+        proc = run_client(argv, 30, env)
+    except subprocess.TimeoutExpired:
+        return "no answer within 30 s"
+    match = _PROBE_RE.search(proc.stdout)
+    if match is None:
+        return "no answer: " + " ".join((proc.stderr or proc.stdout).split())[-200:]
+    status, rest = int(match.group(1)), proc.stdout[match.end() :]
+    body = " ".join(rest[: int(match.group(2))].split())
+    if status != 200:
+        return f"HTTP {status}: {body[:200]}"
+    kind, text = SHAPES[endpoint]
+    try:
+        doc = json.JSONDecoder().raw_decode(rest)[0]
+        if doc["object"] == kind and isinstance(text(doc), str):
+            return None
+    except (ValueError, LookupError, TypeError):
+        pass
+    return f"HTTP 200 but not a {kind}: {body[:200]}"
 
 
 def sse_load(ctx: Ctx, server: Server, extra: list[str], duration: float) -> dict[str, Any]:
@@ -362,9 +456,27 @@ class Table:
         self.rows.setdefault(key, (label, better, {}))[2][server] = value
 
 
-def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
-    """Non-streaming chat and completions at c=64 (throughput) and c=1 (latency)."""
+CPU_LABEL = "server CPU µs/request"
+
+
+def measure_wrk(ctx: Ctx, everyone: list[Server], table: Table, notes: list[str]) -> None:
+    """
+    Non-streaming chat and completions at c=64 (throughput) and c=1 (latency).
+    A server with ``probe`` set (a peer) is first sent each script's request
+    once: if it refuses it or answers another shape, that endpoint's errors
+    cell and a note say so and it is not measured there.
+    """
     for endpoint in GENERATIONS:
+        servers, refused = [], []
+        for server in everyone:
+            why = probe(ctx, server, endpoint) if server.probe else None
+            if why is None:
+                servers.append(server)
+                continue
+            refused.append(server)
+            log(f"wrk {endpoint}: {server.name} refuses wrk/{endpoint}.lua's request: {why}")
+            ctx.record(server, f"wrk.{endpoint}.probe", why)
+            notes.append(f"- {server.name} not measured on {endpoint}: wrk/{endpoint}.lua -> {why}")
         for conns in (64, 1):
             runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
             for i in range(ctx.repeat):
@@ -376,7 +488,8 @@ def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
                     ctx.record(server, f"wrk.{endpoint}.c{conns}", result)
                     log(
                         f"wrk {endpoint} c={conns} #{i + 1} {server.name}: "
-                        f"{result.get('rps', result.get('error'))} req/s"
+                        f"{result.get('rps', result.get('error'))} req/s, "
+                        f"server CPU {result.get('server_cpu_us')} µs/request"
                     )
             prefix = f"{endpoint} c={conns}"
             for server in servers:
@@ -391,6 +504,13 @@ def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
                 table.put(
                     f"{key}.p99", f"{prefix}: p99 ms", "lower", server.name, median_of(r, "p99_ms")
                 )
+                table.put(
+                    f"{key}.cpu_us",
+                    f"{prefix}: {CPU_LABEL}",
+                    "lower",
+                    server.name,
+                    median_of(r, "server_cpu_us"),
+                )
                 errors = sum(x.get("errors", 0) + ("error" in x) for x in r)
                 table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, errors)
                 if endpoint == "chat" and conns == 64:
@@ -399,6 +519,9 @@ def measure_wrk(ctx: Ctx, servers: list[Server], table: Table) -> None:
                     table.put(
                         "rss.load", "RSS under load (wrk chat c=64), MB", "lower", server.name, peak
                     )
+            for server in refused:
+                key = f"{endpoint}.c{conns}"
+                table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, "refused")
 
 
 def measure_embeddings(ctx: Ctx, servers: list[Server], table: Table) -> None:
@@ -428,6 +551,13 @@ def measure_embeddings(ctx: Ctx, servers: list[Server], table: Table) -> None:
             )
             table.put(
                 f"{key}.p99", f"{prefix}: p99 ms", "lower", server.name, median_of(r, "p99_ms")
+            )
+            table.put(
+                f"{key}.cpu_us",
+                f"{prefix}: {CPU_LABEL}",
+                "lower",
+                server.name,
+                median_of(r, "server_cpu_us"),
             )
             errors = sum(x.get("errors", 0) + ("error" in x) for x in r)
             table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, errors)
@@ -608,6 +738,13 @@ def measure_idle(ctx: Ctx, servers: list[Server], table: Table, count: int) -> N
             server.name,
             median_of(runs, "rps"),
         )
+        table.put(
+            "idle.cpu_us",
+            f"chat c=64 beside {n} idle connections: {CPU_LABEL}",
+            "lower",
+            server.name,
+            median_of(runs, "server_cpu_us"),
+        )
 
 
 def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str | None:
@@ -760,6 +897,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="template: {python} {port} {args} {bench} {repo}",
     )
     p.add_argument("--mockoai-args", default="", help="extra arguments for mockoai")
+    p.add_argument(
+        "--peers", action="store_true", help=f"also every peer: {', '.join(peers.PEERS)}"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=list(peers.PEERS),
+        help="also this peer (repeatable); install with bench/peers.py",
+    )
+    p.add_argument(
+        "--peers-dir", type=Path, default=peers.DEFAULT_DIR, help="where peers.py installed them"
+    )
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -768,6 +918,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--duration must be in (0, 600] seconds")
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.peers:
+        args.peer = list(peers.PEERS)
+    args.peer = list(dict.fromkeys(args.peer))
     return args
 
 
@@ -846,6 +999,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         " then --pypy-python /tmp/pypy/bin/pypy3)"
                     )
                 skipped[name] = why
+    # Peers: other projects' mock servers, each from its own venv, in the wrk part only.
+    peer_env = {k: v for k, v in os.environ.items() if not k.startswith("MOCKOAI_")}
+    peer_env["PYTHONUNBUFFERED"] = "1"
+    peer_dir = args.peers_dir.resolve()
+    measured_peers: dict[str, peers.Peer] = {}
+    for name in args.peer:
+        peer = peers.PEERS[name]
+        why = peers.status(peer, peer_dir)
+        if why is None and "wrk" not in parts:
+            why = "peers take part in the wrk part only"
+        if why is None:
+            measured_peers[name] = peer
+            candidates.append((name, peer.template(), str(peer.python(peer_dir)), []))
+            notes.append(f"- {name} ({peer.requirement}): {peer.configured}.")
+        else:
+            skipped[name] = why
     for name, why in skipped.items():
         log(f"SKIP {name}: {why}")
         notes.append(f"- {name} skipped: {why}")
@@ -857,11 +1026,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = Table()
     started = datetime.now(timezone.utc)
 
-    def servers(extra: list[str]) -> list[Server]:
-        return [
-            Server(name, template, python, base + extra, pin_server, env, workdir)
-            for name, template, python, base in candidates
-        ]
+    def servers(extra: list[str], with_peers: bool) -> list[Server]:
+        out = []
+        for name, template, python, base in candidates:
+            peer = measured_peers.get(name)
+            if peer is None:
+                out.append(Server(name, template, python, base + extra, pin_server, env, workdir))
+            elif with_peers:
+                out.append(
+                    Server(
+                        name,
+                        template,
+                        python,
+                        [],
+                        pin_server,
+                        peer_env,
+                        workdir,
+                        health=peer.health,
+                        only=frozenset({"wrk"}),
+                        probe=True,
+                    )
+                )
+        return out
 
     names: list[str] = [c[0] for c in candidates]
     commands: dict[str, list[str]] = {}
@@ -873,29 +1059,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             table.put(
                 "rss.idle", "RSS idle (after start), MB", "lower", server.name, server.rss_mb()
             )
+
+        def taking(part: str) -> list[Server]:
+            return [s for s in up if s.takes(part)]
+
         if "wrk" in parts:
             # A warm-up first, not counted: PyPy's JIT compiles the request path in its
             # first thousands of requests, and its first run would be the one measured.
-            for server in up:
+            for server in taking("wrk"):
                 wrk(ctx, server, "chat", 64)
-            measure_wrk(ctx, up, table)
+            measure_wrk(ctx, taking("wrk"), table, notes)
         if "stream" in parts:
-            measure_streams(ctx, up, table, levels, None)
+            measure_streams(ctx, taking("stream"), table, levels, None)
         if "tools" in parts:
             # Streamed tool calls beside plain streams, at the middle level.
-            measure_streams(ctx, up, table, [64], None, "tools")
+            measure_streams(ctx, taking("tools"), table, [64], None, "tools")
         if "messages" in parts:
             # Anthropic's Messages streams beside chat's, in the same run.
-            measure_streams(ctx, up, table, levels, None, "messages")
+            measure_streams(ctx, taking("messages"), table, levels, None, "messages")
         if "responses" in parts:
             # The Responses API's streams beside chat's, in the same run.
-            measure_streams(ctx, up, table, levels, None, "responses")
+            measure_streams(ctx, taking("responses"), table, levels, None, "responses")
         if "embeddings" in parts:
-            measure_embeddings(ctx, up, table)
+            measure_embeddings(ctx, taking("embeddings"), table)
         if "openloop" in parts:
-            measure_open_loop(ctx, up, table)
+            measure_open_loop(ctx, taking("openloop"), table)
         if "idle" in parts:
-            measure_idle(ctx, up, table, args.idle_conns)
+            measure_idle(ctx, taking("idle"), table, args.idle_conns)
 
     def paced_phase(up: list[Server]) -> None:
         measure_streams(ctx, up, table, levels, args.itl)
@@ -915,9 +1105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases.append((["--itl", f"{args.itl:g}"], paced_phase))
     try:
         for extra, phase in phases:
-            with running(servers(extra)) as up:
+            planned = servers(extra, phase is plain_phase)
+            with running(planned) as up:
                 for s in up:
                     commands.setdefault(s.name, s.argv)
+                for s in planned:
+                    if s not in up:
+                        why = " ".join(str(s.failure).split())[-300:]
+                        notes.append(f"- {s.name} did not start: {why}")
                 if not up or up[0].name != "baseline":
                     log("the baseline did not start: no ratios possible")
                     return 1
@@ -962,6 +1157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": vars(args),
             "servers": {n: commands.get(n) for n in names},
             "skipped": skipped,
+            "peers": {
+                name: {
+                    "requirement": peer.requirement,
+                    "configured": peer.configured,
+                    "freeze": peers.freeze(peer, peer_dir),
+                }
+                for name, peer in measured_peers.items()
+            },
             "metrics": rows,
             "notes": notes,
             "raw": ctx.raw,
