@@ -16,13 +16,16 @@ import tempfile
 import time
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mockoai.ops import metrics
-from mockoai.ops.observe import RequestCounts, endpoint_label
+from mockoai.ops.observe import Observer, RequestCounts, endpoint_label
 from mockoai.ops.siblings import Siblings
 from mockoai.ops.stats import Histogram, Stats
+from mockoai.pipeline.outcome import Outcome
 from mockoai.sim.latency import constant
 from tests.support import Client, TwistdProcess, make_service, sse_json
 
@@ -60,6 +63,15 @@ def _tempdir(case: Any) -> str:
     return path
 
 
+class _Finished:
+    """What Observer.finished reads of a request."""
+
+    def __init__(self, path: bytes, code: int, outcome: Outcome | None) -> None:
+        self.path = path
+        self.code = code
+        self.outcome = outcome
+
+
 class HistogramExportTests(SynchronousTestCase):
     def test_cumulative_counts_at_bounds(self) -> None:
         h = Histogram()
@@ -87,6 +99,37 @@ class HistogramExportTests(SynchronousTestCase):
             endpoint_label(b"/api/v1/models/a/b/endpoints"), "/api/v1/models/{model}/endpoints"
         )
         self.assertEqual(endpoint_label(b"/random/path/123"), "other")
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        b"/v1/chat/completions",
+                        b"/health",
+                        b"/v1/models/a",
+                        b"/x",
+                        b"/v1/responses/r",
+                    ]
+                ),
+                st.sampled_from(["", "a", "b", "c"]),
+                st.sampled_from([200, 400, 429]),
+            ),
+            max_size=40,
+        )
+    )
+    def test_observer_counts_as_request_counts_do(
+        self, requests: list[tuple[bytes, str, int]]
+    ) -> None:
+        # Observer.finished counts a series seen before itself: as RequestCounts.add does.
+        observed, added = RequestCounts(max_series=5), RequestCounts(max_series=5)
+        observer = Observer(observed)
+        for path, model, status in requests:
+            request = _Finished(path, status, Outcome(model=model) if model else None)
+            observer.finished(request)
+            added.add(endpoint_label(path), model, status)
+        self.assertEqual(observed.counts, added.counts)
 
     def test_request_counts_cap_series(self) -> None:
         counts = RequestCounts(max_series=2)

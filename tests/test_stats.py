@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mockoai.ops.stats import (
     OTHER,
+    PENDING,
     Histogram,
     ModelStats,
     Stats,
@@ -220,6 +222,116 @@ class HistogramTests(PrecisionMixin, SynchronousTestCase):
             self.assertWithin(histogram.percentile(p), float(np.percentile(values, p)))
 
 
+def _fold_with(
+    fold: str, layout: Histogram, batches: Sequence[Sequence[tuple[float, int]]]
+) -> Histogram:
+    """``layout``'s buckets fed ``batches``, counted in by its ``fold`` after each."""
+    histogram = layout._empty()
+    for batch in batches:
+        for value, n in batch:
+            histogram.record(value, n)
+        getattr(histogram, fold)()
+    return histogram
+
+
+def _same(test: SynchronousTestCase, bulk: Histogram, each: Histogram) -> None:
+    test.assertEqual(bulk.state()["b"], each.state()["b"])  # the buckets used, by index
+    test.assertEqual(bulk._count, each._count)
+    if not (math.isnan(bulk._total) and math.isnan(each._total)):
+        test.assertEqual(bulk._total, each._total)
+    test.assertEqual(bulk._min, each._min)
+    test.assertEqual(bulk._max, each._max)
+
+
+_LATENCIES = latency_histogram()
+_COUNTS = count_histogram()
+
+
+def _near_edges(layout: Histogram) -> st.SearchStrategy[float]:
+    """Bucket bounds and their neighbouring floats: where a logarithm lands one off."""
+    edge = st.sampled_from(layout._lower[:-1])
+    return st.one_of(
+        edge,
+        edge.map(lambda x: math.nextafter(x, -math.inf)),
+        edge.map(lambda x: math.nextafter(x, math.inf)),
+    )
+
+
+_any_value = st.one_of(
+    st.floats(),  # NaN, infinities, negatives, subnormals, huge
+    st.floats(min_value=1e-7, max_value=5000.0),
+    _near_edges(_LATENCIES),
+    st.sampled_from([0.0, -0.0, -1.0, math.nan, math.inf, -math.inf, 1e-6, 3600.0]),
+)
+_times = st.one_of(st.just(1), st.integers(0, 1000))
+_batches = st.lists(st.lists(st.tuples(_any_value, _times), max_size=60), max_size=5)
+#: Token counts: whole numbers as the request path records them (exact as floats).
+_any_count = st.one_of(
+    st.integers(-3, 2**53),
+    st.integers(0, 300),
+    _near_edges(_COUNTS).map(math.ceil),
+    _near_edges(_COUNTS),
+)
+_count_batches = st.lists(st.lists(st.tuples(_any_count, _times), max_size=60), max_size=5)
+
+
+class PendingTests(SynchronousTestCase):
+    """Values are counted in later, in bulk: with the same result as one by one."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(_batches)
+    def test_bulk_counts_as_one_by_one(self, batches: list[list[tuple[float, int]]]) -> None:
+        bulk = _fold_with("_fold_bulk", _LATENCIES, batches)
+        each = _fold_with("_fold_each", _LATENCIES, batches)
+        _same(self, bulk, each)
+
+    @settings(max_examples=200, deadline=None)
+    @given(_count_batches)
+    def test_bulk_counts_tokens_as_one_by_one(self, batches: list[list[tuple[int, int]]]) -> None:
+        bulk = _fold_with("_fold_bulk", _COUNTS, batches)
+        each = _fold_with("_fold_each", _COUNTS, batches)
+        _same(self, bulk, each)
+
+    def test_every_edge_and_its_neighbours(self) -> None:
+        for layout in (_LATENCIES, _COUNTS, Histogram(precision=0.05)):
+            values = [
+                v
+                for x in layout._lower[:-1]
+                for v in (math.nextafter(x, -math.inf), x, math.nextafter(x, math.inf))
+            ]
+            batches = [[(v, 1) for v in values]]
+            _same(
+                self,
+                _fold_with("_fold_bulk", layout, batches),
+                _fold_with("_fold_each", layout, batches),
+            )
+
+    def test_readers_see_what_is_pending(self) -> None:
+        histogram = latency_histogram()
+        histogram.record(0.25)
+        histogram.record(0.5, 3)
+        self.assertEqual((histogram.count, histogram.total), (4, 1.75))
+        self.assertEqual((histogram.min, histogram.max), (0.25, 0.5))
+        self.assertEqual(histogram.state()["count"], 4)
+        histogram.record(1.0)
+        self.assertEqual(histogram.percentile(100), 1.0)
+        self.assertEqual(histogram.summary()["count"], 5)
+
+    def test_pending_values_are_bounded(self) -> None:
+        histogram = latency_histogram()
+        for _ in range(3 * PENDING + 5):
+            histogram.record(0.01)
+        self.assertLess(len(histogram._pending), PENDING)
+        stats = ModelStats()
+        for _ in range(3 * PENDING + 5):
+            stats.completed(0.5, 0.1, 0.0, 20, 8, (), 8)
+            stats.ttft.record(0.1)
+        for _, h in stats.histograms():
+            self.assertLessEqual(len(h._pending), 2 * PENDING)
+        self.assertEqual(stats.itl.count, 7 * (3 * PENDING + 5))
+        self.assertEqual(stats.ttft.count, 2 * (3 * PENDING + 5))
+
+
 def sample_model() -> ModelStats:
     stats = ModelStats()
     for i in range(100):
@@ -304,6 +416,27 @@ class ModelStatsTests(PrecisionMixin, SynchronousTestCase):
         self.assertEqual(stats.ttft.count, 0)
         self.assertEqual(stats.queue.count, 0)
         self.assertEqual(stats.prompt_tokens.count, 0)
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.floats(0.0, 100.0),
+        st.floats(0.0, 100.0),
+        st.floats(0.0, 1.0),
+        st.integers(0, 10**6),
+        st.integers(0, 3000),
+    )
+    def test_a_plain_answer_in_one_call(
+        self, e2e: float, ttft: float, queue: float, prompt: int, tokens: int
+    ) -> None:
+        # What the plain path records in one call, as the calls it replaces recorded it.
+        one, calls = ModelStats(), ModelStats()
+        for stats in (one, calls):
+            stats.completed(0.2, 0.1, 0.0, 5, 2, (), 2)  # something recorded before
+        one.completed(e2e, ttft, queue, prompt, tokens, (), tokens)
+        calls.completed(e2e, ttft=ttft, queue=queue, prompt_tokens=prompt, completion_tokens=tokens)
+        if tokens > 1:
+            calls.itl.record((e2e - ttft) / (tokens - 1), tokens - 1)
+        self.assertEqual(one.state(), calls.state())
 
     def test_merge(self) -> None:
         merged = sample_model().merge(sample_model())

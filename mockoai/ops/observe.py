@@ -192,8 +192,17 @@ class Observer:
         status = request.code
         if lost and not _started(request):
             status = CLIENT_CLOSED
-        endpoint = endpoint_label(request.path)
-        self.counts.add(endpoint, outcome.model if outcome is not None else "", status)
+        # Every request passes here: the calls of endpoint_label and
+        # RequestCounts.add are saved for a known path and a series seen before.
+        path = request.path
+        endpoint = _LABELS.get(path) or endpoint_label(path)
+        key = (endpoint, outcome.model if outcome is not None else "", status)
+        series = self.counts.counts
+        n = series.get(key)
+        if n is not None:
+            series[key] = n + 1
+        else:
+            self.counts.add(*key)
         if status >= 400:
             self.counts.failed(status, outcome.error if outcome is not None else None)
         keep = self._keep

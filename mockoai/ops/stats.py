@@ -3,20 +3,25 @@
 Latency percentiles and counters per model, for the shutdown log and a
 stats endpoint.
 
-A L{Histogram} has fixed log-spaced buckets, as HdrHistogram does: recording
-is O(1) with no allocation beyond the float itself, memory is fixed (about
-1,100 buckets for 1 us .. 1 h at 1%), and a percentile is within the
-relative precision of the exact one.  Buckets are ``ratio = (1 +
+A L{Histogram} has fixed log-spaced buckets, as HdrHistogram does: memory
+is fixed (about 1,100 buckets for 1 us .. 1 h at 1%), and a percentile is
+within the relative precision of the exact one.  Buckets are ``ratio = (1 +
 precision)**2`` wide, so the geometric middle of a bucket, which stands
 for every value in it, is within ``precision`` of each.  Percentiles
 interpolate between order statistics as C{numpy.percentile} does, so the two
 agree within that precision; exact minimum and maximum clip the answer,
 which makes a constant distribution exact.
+
+Recording is on every request's path, so it only appends the value to a
+short list; the list is counted into the buckets in bulk when anything
+reads the histogram or it reaches L{PENDING} values (see L{Histogram.record}).
 """
 
 from __future__ import annotations
 
 import math
+import platform
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -31,6 +36,13 @@ COUNT_RANGE = (1.0, 1e7)
 REPORTED = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
 #: The name models beyond L{Stats.max_models} are counted under.
 OTHER = "(other)"
+#: Values a histogram holds before counting them in: enough that numpy's
+#: fixed cost per fold is small per value, few enough (some 32 KB) that
+#: every model's histograms together stay small.
+PENDING = 1024
+
+#: PyPy's JIT counts value by value faster than numpy (through cpyext) does in bulk.
+_BULK = platform.python_implementation() != "PyPy"
 
 
 class Histogram:
@@ -44,21 +56,24 @@ class Histogram:
     """
 
     __slots__ = (
-        "_counts",
+        "_buckets",
+        "_count",
+        "_edges",
         "_inv_log_ratio",
         "_last",
         "_lower",
         "_max",
         "_min",
         "_offset",
+        "_pending",
         "_top",
+        "_total",
         "_values",
-        "count",
+        "_weighted",
         "highest",
         "integers",
         "lowest",
         "precision",
-        "total",
     )
 
     def __init__(
@@ -80,6 +95,7 @@ class Histogram:
         m = math.floor(math.log(highest / lowest) / math.log(ratio)) + 1
         self._last = m + 1
         self._lower = [0.0] + [lowest * ratio**i for i in range(m + 1)] + [math.inf]
+        self._edges = np.array(self._lower)
         self._top = self._lower[self._last]
         self._inv_log_ratio = 1.0 / math.log(ratio)
         self._offset = 1.0 - math.log(lowest) * self._inv_log_ratio
@@ -94,52 +110,164 @@ class Histogram:
             values.append(middle)
         values.append(self._top)
         self._values = np.array(values)
-        self._counts = [0] * (self._last + 1)
-        self.count = 0
-        self.total = 0.0
+        self._clear()
+
+    def _clear(self) -> None:
+        """Nothing recorded: the state of a new histogram."""
+        self._buckets = [0] * (self._last + 1)
+        self._count = 0
+        self._total = 0.0
         self._min = math.inf
         self._max = 0.0
+        #: Values recorded, not yet counted in, in their order.
+        self._pending: list[float] = []
+        #: (index in _pending, n) of the values recorded n != 1 times, flat.
+        self._weighted: list[int] = []
 
     def record(self, value: float, n: int = 1) -> None:
-        """Count ``value`` (``n`` times: a stream event of n tokens, say)."""
-        # Hot path: few attribute reads; the log gives the bucket directly.
-        if self.lowest <= value < self._top:
-            i = int(math.log(value) * self._inv_log_ratio + self._offset)
-            # The logarithm can land one bucket off at an edge; the bounds
-            # are exact, so a value always lies in the bucket it counts in.
-            lower = self._lower
-            if value < lower[i]:
-                i -= 1
-            elif value >= lower[i + 1]:
-                i += 1
-        elif value >= self._top:
-            i = self._last
-        else:  # below lowest, negative or NaN
-            if not value >= 0.0:
-                value = 0.0
-            i = 0
-        self._counts[i] += n
-        self.count += n
-        self.total += value * n
-        if value > self._max:
-            self._max = value
-        if value < self._min:
-            self._min = value
+        """
+        Count ``value`` (``n`` times: a stream event of n tokens, say).
+
+        It only joins the pending list: a request records half a dozen
+        values, and counting each into its bucket at once cost more than
+        the rest of its bookkeeping (L{ModelStats.completed} appends to the
+        lists itself, for the same reason).
+        """
+        pending = self._pending
+        pending.append(value)
+        if n != 1:
+            weighted = self._weighted
+            weighted.append(len(pending) - 1)
+            weighted.append(n)
+        if len(pending) >= PENDING:
+            self._fold()
+
+    def _fold_each(self) -> None:
+        """
+        Count the pending values into their buckets one by one: on PyPy,
+        and the reference the bulk fold is tested against.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        times = [1] * len(pending)
+        weighted = self._weighted
+        for k in range(0, len(weighted), 2):
+            times[weighted[k]] = weighted[k + 1]
+        self._pending = []
+        self._weighted = []
+        lowest, top, last = self.lowest, self._top, self._last
+        inv_log_ratio, offset, lower = self._inv_log_ratio, self._offset, self._lower
+        buckets = self._buckets
+        count, total, low, high = self._count, self._total, self._min, self._max
+        for value, n in zip(pending, times):
+            if lowest <= value < top:
+                i = int(math.log(value) * inv_log_ratio + offset)
+                # The logarithm can land one bucket off at an edge; the bounds
+                # are exact, so a value always lies in the bucket it counts in.
+                if value < lower[i]:
+                    i -= 1
+                elif value >= lower[i + 1]:
+                    i += 1
+            elif value >= top:
+                i = last
+            else:  # below lowest, negative or NaN
+                if not value >= 0.0:
+                    value = 0.0
+                i = 0
+            buckets[i] += n
+            count += n
+            total += value * n
+            if value > high:
+                high = value
+            if value < low:
+                low = value
+        self._count, self._total, self._min, self._max = count, total, low, high
+
+    def _fold_bulk(self) -> None:
+        """
+        Count the pending values into their buckets with numpy: the same
+        buckets, count, extremes and total (summed in recording order) as
+        L{_fold_each}, at a fraction of the cost per value on CPython.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        # struct converts a list of Python numbers faster than numpy does.
+        values = np.frombuffer(struct.pack(f"{len(pending)}d", *pending)).copy()
+        pending.clear()
+        low = values.min()
+        if not low >= 0.0:  # NaN or negative: counted as 0
+            values[~(values >= 0.0)] = 0.0
+            low = values.min()
+        high = values.max()
+        # The bucket whose exact bounds hold the value (the log of the
+        # one-by-one count is corrected to it); values past the top, the last.
+        index = np.searchsorted(self._edges, values, side="right") - 1
+        np.minimum(index, self._last, out=index)
+        counts = np.bincount(index, minlength=self._last + 1)
+        used = np.flatnonzero(counts)
+        buckets = self._buckets
+        for i, n in zip(used.tolist(), counts[used].tolist()):
+            buckets[i] += n
+        count = len(values)
+        weighted = self._weighted
+        at = weighted[0::2]
+        times = weighted[1::2]
+        weighted.clear()
+        for i, n in zip(index[at].tolist(), times):  # few: n != 1 is rare
+            buckets[i] += n - 1
+            count += n - 1
+        with np.errstate(all="ignore"):  # inf * 0 and overflows: what Python's floats make of them
+            if times:
+                values[at] *= times
+            # Added one by one in order, as _fold_each adds them.
+            values[0] += self._total
+            self._total = float(np.cumsum(values)[-1])
+        self._count += count
+        if high > self._max:
+            self._max = float(high)
+        if low < self._min:
+            self._min = float(low)
+
+    #: Counting the pending values in (see _BULK).
+    _fold = _fold_bulk if _BULK else _fold_each
+
+    @property
+    def count(self) -> int:
+        """Values recorded (each as often as it was)."""
+        self._fold()
+        return self._count
+
+    @property
+    def total(self) -> float:
+        """Their sum."""
+        self._fold()
+        return self._total
+
+    @property
+    def _counts(self) -> list[int]:
+        """The counts by bucket, as a list."""
+        self._fold()
+        return self._buckets
 
     @property
     def mean(self) -> float:
         """The exact mean; 0 when empty."""
-        return self.total / self.count if self.count else 0.0
+        self._fold()
+        return self._total / self._count if self._count else 0.0
 
     @property
     def max(self) -> float:
         """The exact maximum; 0 when empty."""
+        self._fold()
         return self._max
 
     @property
     def min(self) -> float:
         """The exact minimum; 0 when empty."""
-        return self._min if self.count else 0.0
+        self._fold()
+        return self._min if self._count else 0.0
 
     def percentile(self, p: float) -> float:
         """
@@ -150,12 +278,13 @@ class Histogram:
 
     def percentiles(self, ps: list[float]) -> list[float]:
         """Several percentiles over one pass of the counts."""
-        if not self.count:
+        self._fold()
+        if not self._count:
             return [0.0] * len(ps)
-        cumulative = np.cumsum(self._counts)
+        cumulative = np.cumsum(self._buckets)
         out = []
         for p in ps:
-            rank = (self.count - 1) * min(max(p, 0.0), 100.0) / 100.0
+            rank = (self._count - 1) * min(max(p, 0.0), 100.0) / 100.0
             below = math.floor(rank)
             value = self._order_statistic(cumulative, below)
             fraction = rank - below
@@ -169,7 +298,7 @@ class Histogram:
         """The value standing for the k-th smallest recorded one (0-based)."""
         if k <= 0:
             return self._min
-        if k >= self.count - 1:
+        if k >= self._count - 1:
             return self._max  # the extremes are known exactly
         bucket = int(np.searchsorted(cumulative, k, side="right"))
         return min(max(float(self._values[bucket]), self._min), self._max)
@@ -183,12 +312,14 @@ class Histogram:
             self.integers,
         ):
             raise ValueError("cannot merge histograms with different buckets")
-        counts = self._counts
-        for i, n in enumerate(other._counts):
+        self._fold()
+        other._fold()
+        buckets = self._buckets
+        for i, n in enumerate(other._buckets):
             if n:
-                counts[i] += n
-        self.count += other.count
-        self.total += other.total
+                buckets[i] += n
+        self._count += other._count
+        self._total += other._total
         self._max = max(self._max, other._max)
         self._min = min(self._min, other._min)
         return self
@@ -200,28 +331,30 @@ class Histogram:
         so a value exactly on a bound (a configured delay) is counted in it
         and one at most ``2 * precision`` above it may be too.
         """
-        cumulative = np.cumsum(self._counts)
-        edges = np.searchsorted(self._lower, bounds, side="right") - 1
+        self._fold()
+        cumulative = np.cumsum(self._buckets)
+        edges = np.searchsorted(self._edges, bounds, side="right") - 1
         return [int(cumulative[i]) for i in edges]
 
     def state(self) -> dict[str, Any]:
         """JSON-able raw state (nonzero buckets only), for L{from_state} elsewhere."""
-        counts = self._counts
+        self._fold()
         return {
-            "b": [(i, n) for i, n in enumerate(counts) if n],
-            "count": self.count,
-            "total": self.total,
-            "min": self._min if self.count else None,
+            "b": [(i, n) for i, n in enumerate(self._buckets) if n],
+            "count": self._count,
+            "total": self._total,
+            "min": self._min if self._count else None,
             "max": self._max,
         }
 
     def load(self, state: dict[str, Any]) -> Histogram:
         """Add a L{state} of a histogram with this layout into this one; returns self."""
-        counts = self._counts
+        self._fold()
+        buckets = self._buckets
         for i, n in state["b"]:
-            counts[i] += n
-        self.count += state["count"]
-        self.total += state["total"]
+            buckets[i] += n
+        self._count += state["count"]
+        self._total += state["total"]
         self._max = max(self._max, state["max"])
         if state["min"] is not None:
             self._min = min(self._min, state["min"])
@@ -241,9 +374,9 @@ class Histogram:
         values = self._values
         for i in used:
             n = counts[i]
-            h._counts[i] += n
-            h.count += n
-            h.total += float(values[i]) * n
+            h._buckets[i] += n
+            h._count += n
+            h._total += float(values[i]) * n
         h._min = float(values[used[0]])
         h._max = float(values[used[-1]])
         return h
@@ -253,21 +386,17 @@ class Histogram:
         h = Histogram.__new__(Histogram)
         for name in (
             "lowest", "highest", "precision", "integers",
-            "_last", "_lower", "_top", "_inv_log_ratio", "_offset", "_values",
+            "_last", "_lower", "_edges", "_top", "_inv_log_ratio", "_offset", "_values",
         ):  # fmt: skip
             setattr(h, name, getattr(self, name))
-        h._counts = [0] * (self._last + 1)
-        h.count = 0
-        h.total = 0.0
-        h._min = math.inf
-        h._max = 0.0
+        h._clear()
         return h
 
     def summary(self, scale: float = 1.0, digits: int = 2) -> dict[str, float | int]:
         """count, mean, p50, p90, p99, max: values times ``scale``, rounded."""
         values = [self.mean, *self.percentiles([p for _, p in REPORTED]), self.max]
         names = ["mean", *(name for name, _ in REPORTED), "max"]
-        out: dict[str, float | int] = {"count": self.count}
+        out: dict[str, float | int] = {"count": self._count}
         for name, value in zip(names, values):
             out[name] = round(value * scale, digits)
         return out
@@ -313,6 +442,7 @@ class Recorder(Protocol):
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         choices: Iterable[Finished] = (),
+        tokens: int = 0,
     ) -> None: ...
 
     def reject(self, status: int = 429, code: str | None = None) -> None: ...
@@ -383,21 +513,37 @@ class ModelStats:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         choices: Iterable[Finished] = (),
+        tokens: int = 0,
     ) -> None:
-        """A whole answer went out: its latencies (seconds), token counts and choices."""
-        self.e2e.record(e2e)
+        """
+        A whole answer went out: its latencies (seconds), token counts and
+        choices.  A plain answer gives its length in ``tokens`` too: they
+        went out together after the first, at ``ttft``, so each of their
+        ``tokens - 1`` gaps counts in ``itl`` as their mean.
+        """
+        # Every answer's path: its values join the histograms' pending
+        # lists here, as Histogram.record would add them, without its calls.
+        e2e_pending = self.e2e._pending
+        e2e_pending.append(e2e)
         finished = self.finished
         for choice in choices:
             reason = choice.finish_reason
             finished[reason] = finished.get(reason, 0) + 1
         if ttft is not None:
-            self.ttft.record(ttft)
+            self.ttft._pending.append(ttft)
+            if tokens > 1:
+                self.itl.record((e2e - ttft) / (tokens - 1), tokens - 1)
         if queue is not None:
-            self.queue.record(queue)
+            self.queue._pending.append(queue)
         if prompt_tokens is not None:
-            self.prompt_tokens.record(prompt_tokens)
+            self.prompt_tokens._pending.append(prompt_tokens)
         if completion_tokens is not None:
-            self.completion_tokens.record(completion_tokens)
+            self.completion_tokens._pending.append(completion_tokens)
+        # An answer adds one value to each list, so e2e's length bounds the
+        # others' too (within twice: record checks what else they get).
+        if len(e2e_pending) >= PENDING:
+            for _, histogram in self.histograms():
+                histogram._fold()
 
     def histograms(self) -> Iterator[tuple[str, Histogram]]:
         for name in (*LATENCIES, *COUNTS):
@@ -483,8 +629,9 @@ class ModelStats:
 class Stats:
     """
     L{ModelStats} per model name.  Names are client-chosen with
-    ``--any-model``, so past ``max_models`` (about 50 KB each) new names are
-    counted together under L{OTHER}.
+    ``--any-model``, so past ``max_models`` (about 50 KB each, and up to
+    200 KB more while values wait to be counted in) new names are counted
+    together under L{OTHER}.
     """
 
     def __init__(self, max_models: int = 256) -> None:

@@ -89,6 +89,7 @@ class Outcome:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         choices: Iterable[Finished] = (),
+        tokens: int = 0,
     ) -> None:
         self.e2e = e2e
         if ttft is not None:
@@ -101,7 +102,7 @@ class Outcome:
         for choice in choices:
             self.finish_reason = choice.finish_reason
             break
-        self.stats.completed(e2e, ttft, queue, prompt_tokens, completion_tokens, choices)
+        self.stats.completed(e2e, ttft, queue, prompt_tokens, completion_tokens, choices, tokens)
 
     def failed(self, status: int, code: str | None = None) -> None:
         self.error = code or self.error

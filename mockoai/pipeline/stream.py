@@ -486,17 +486,10 @@ class _Completion:
 
 
 def _record(stats: Recorder, plan: Plan, e2e: float, ttft: float, queued: float) -> None:
-    """A plain answer's latencies, as the engine or the timing made them."""
+    """A plain answer's latencies, as the engine or the timing made them: one call, its itl too."""
     stats.completed(
-        e2e,
-        ttft=ttft,
-        queue=queued,
-        prompt_tokens=plan.prompt_tokens,
-        completion_tokens=plan.completion_tokens,
-        choices=plan.choices,
+        e2e, ttft, queued, plan.prompt_tokens, plan.completion_tokens, plan.choices, plan.tokens
     )
-    if plan.tokens > 1:
-        stats.itl.record((e2e - ttft) / (plan.tokens - 1), plan.tokens - 1)
 
 
 def delayed(
