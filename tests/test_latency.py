@@ -129,6 +129,29 @@ class ModelTests(SynchronousTestCase):
         self.assertTrue(((gaps >= 0.01) & (gaps <= 0.03)).all())
         self.assertEqual(timing.at(500), times[-1])
 
+    @given(
+        st.sampled_from(["0", "200", "normal:200:20", "p50=100,p99=300"]),
+        st.sampled_from(["0", "20", "lognormal:20:8"]),
+        st.sampled_from([0.0, 0.0001]),
+        st.integers(0, 5000),
+        st.integers(0, 300),
+    )
+    def test_timing_draws_first_token_then_times(
+        self, ttft: str, itl: str, prefill: float, prompt: int, tokens: int
+    ) -> None:
+        # The Timing made once for a model with nothing to draw is the one drawn each time.
+        model = LatencyModel(parse(ttft), parse(itl), prefill)
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        timing = model.timing(a, prompt, tokens)
+        expected = model.times(b, model.first_token(b, prompt), tokens)
+        self.assertEqual(
+            (timing.ttft, timing.itl, timing.table),
+            (expected.ttft, expected.itl, expected.table),
+        )
+        self.assertEqual(a.random(), b.random())
+        fixed = ttft in ("0", "200") and itl != "lognormal:20:8" and not prefill
+        self.assertIs(model.timing(a, prompt, tokens) is timing, fixed)
+
     def test_module_mean(self) -> None:
         self.assertAlmostEqual(latency.parse("uniform:10:30").mean, 0.02)
         self.assertAlmostEqual(latency.parse("p0=10,p100=30").mean, 0.02, places=4)

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mockoai.dialects.openai import validate
 from mockoai.ops.config import Settings
 from mockoai.pipeline import errors
-from mockoai.sim import corpus
+from mockoai.sim import corpus, latency
 from mockoai.sim.corpus import ARTICLE_LEAD, Corpus, unescape
 from mockoai.sim.request import GenerationRequest
 from mockoai.sim.sampling import LENGTH, STOP, ChoicePlan, Plan, Planner, escape
@@ -217,6 +217,108 @@ class SeedTests(SynchronousTestCase):
             [shape(a.plan(request(n=2))) for _ in range(5)],
             [shape(b.plan(request(n=2))) for _ in range(5)],
         )
+
+
+#: Latencies with nothing to draw (the default), with a prefill cost, and drawn.
+LATENCIES: list[dict[str, Any]] = [
+    {},
+    {"response_delay": 0.25, "itl": 0.125},
+    {"response_delay": 0.1, "prefill_per_token": 0.001},
+    {"response_delay": latency.parse("normal:200:20"), "itl": latency.parse("lognormal:20:8")},
+    {"itl": latency.parse("uniform:10:30")},
+]
+
+
+def general(p: Planner, wanted: GenerationRequest) -> Plan:
+    """The plan of ``wanted`` as the code for any request makes it (unseeded)."""
+    profile = p.settings.profile()
+    return p._general(wanted, profile, p.limit(wanted), p._draws, False)
+
+
+def everything(plan: Plan) -> list[object]:
+    """What a reader of ``plan`` may see of it, stream events included."""
+    timing = plan.timing
+    seen: list[object] = [
+        plan.wanted,
+        plan.tokens,
+        plan.completion_tokens,
+        plan.reasoning_tokens,
+        plan.prompt_tokens,
+        (timing.ttft, timing.itl, timing.table),
+        plan.duration(),
+    ]
+    for c in plan.choices:
+        seen += (c.index, c.tokens, c.finish_reason, c.start, c.end, c.first, c.hidden)
+        seen += (c.segments, c.reasoning_tokens, c.profile, c.bounds, c.counts, c.spans)
+    return seen
+
+
+class PlainTests(SynchronousTestCase):
+    """One choice of plain text is planned by a path of its own: the same plan as any."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.integers(0, 2**32),
+        st.sampled_from(LATENCIES),
+        st.tuples(st.integers(1, 300), st.integers(0, 120), st.integers(16, 600)),
+        st.sampled_from([(1, 1), (1, 4), (3, 3)]),
+        st.lists(
+            st.tuples(st.none() | st.integers(1, 700), st.integers(0, 16), st.booleans()),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    def test_plain_path_plans_as_the_general_one(
+        self,
+        seed: int,
+        latencies: dict[str, Any],
+        lengths: tuple[int, int, int],
+        stream_tokens: tuple[int, int],
+        requests: list[tuple[int | None, int, bool]],
+    ) -> None:
+        mean, stddev, cap = lengths
+        values = dict(
+            latencies,
+            tokens_mean=mean,
+            tokens_stddev=stddev,
+            max_output_tokens=cap,
+            stream_tokens=stream_tokens,
+        )
+        fast, slow = planner(seed, **values), planner(seed, **values)
+        self.patch(fast, "_general", lambda *args: self.fail("not the plain path"))
+        # A run of requests: the draws stay in step from one to the next.
+        for max_tokens, min_tokens, ignore_eos in requests:
+            if max_tokens is not None and max_tokens > cap:
+                max_tokens = cap
+            wanted = request(max_tokens=max_tokens, min_tokens=min_tokens, ignore_eos=ignore_eos)
+            self.assertEqual(everything(fast.plan(wanted)), everything(general(slow, wanted)))
+        self.assertEqual(fast._draws.uniform(), slow._draws.uniform())
+        self.assertEqual(fast._draws.rng.random(), slow._draws.rng.random())
+
+    def test_other_requests_take_the_general_path(self) -> None:
+        p = planner()
+        taken: list[GenerationRequest] = []
+        real = p._general
+
+        def spy(wanted: GenerationRequest, *args: Any) -> Plan:
+            taken.append(wanted)
+            return real(wanted, *args)
+
+        self.patch(p, "_general", spy)
+        others = [
+            request(n=2),
+            request(kind="completions", prompts=2),
+            request(stop=("lorem",)),
+            request(reasoning_budget=64),
+            request(guided_choice=("yes", "no")),
+        ]
+        for wanted in [request(), *others, request(seed=5)]:
+            p.plan(wanted)
+        self.assertEqual(taken, others)
+        p = planner(reasoning="hidden")
+        self.patch(p, "_general", spy)
+        p.plan(request())
+        self.assertEqual(len(taken), len(others) + 1)
 
 
 def sent_tokens(full: str, cut: int) -> int:

@@ -10,6 +10,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -662,6 +664,63 @@ class TextStreamTests(SynchronousTestCase):
             mine = [c["text"] for c in chunks if c["index"] == index]
             self.assertEqual(mine[0], ("one", "two")[index // 2])
             self.assertEqual("".join(mine[1:]), s.text(index))
+
+
+class BodyTests(SynchronousTestCase):
+    """A body of one plain choice is one format of its own: the bytes any body has."""
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.text(min_size=1, max_size=12),
+        st.text(max_size=8),
+        st.integers(0, 2**32),
+        st.sampled_from(["none", "hidden"]),
+        st.none() | st.integers(1, 300),
+        st.sampled_from([(), ("lorem",), ("a",)]),
+        st.integers(0, 10**6),
+        st.integers(0, 2**40),
+    )
+    def test_plain_body_is_the_general_one(
+        self,
+        model: str,
+        fingerprint: str,
+        seed: int,
+        reasoning: str,
+        max_tokens: int | None,
+        stop: tuple[str, ...],
+        prompt_tokens: int,
+        created: int,
+    ) -> None:
+        # Model ids and fingerprints with their own % signs, quotes, escapes.
+        render = Renderer(f"%{model}%d", f"{fingerprint}%s", small_corpus())
+        values = Settings.from_values(articles=64, reasoning=reasoning)
+        planner = Planner(small_corpus(), values, seed=seed)
+        for kind in ("chat", "completions"):
+            wanted = GenerationRequest(
+                kind=kind,
+                model="m",
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+                stop=stop,
+            )
+            plan = planner.plan(wanted)
+            self.assertIsNone(plan.choices[0].segments)
+            if kind == "chat":
+                body = render.chat_body(plan, "abc%d", created)
+                self.assertEqual(body, render._chat_body(plan, "abc%d", created, False))
+                self.assertEqual(body, render.chat_body(plan, "abc%d", created, legacy=True))
+            else:
+                body = render.completion_body(plan, "abc%d", created)
+                self.assertEqual(body, render._completion_body(plan, "abc%d", created))
+            answer = json.loads(body)
+            self.assertEqual(
+                (answer["model"], answer["created"], answer["usage"]["completion_tokens"]),
+                (f"%{model}%d", created, plan.completion_tokens),
+            )
+            if kind == "chat":
+                self.assertEqual(answer["system_fingerprint"], f"{fingerprint}%s")
+                details = answer["usage"]["completion_tokens_details"]
+                self.assertEqual(details["reasoning_tokens"], plan.reasoning_tokens)
 
 
 class DelayedTests(SynchronousTestCase):

@@ -217,6 +217,36 @@ def _from_table(table: dict[str, object]) -> Distribution:
     return _checked(kind, params)
 
 
+class Timing:
+    """
+    Token ``t`` (0-based) of every choice is out at ``at(t)`` seconds.
+    Never changed once made: plans share one (L{LatencyModel.fixed}).
+    """
+
+    __slots__ = ("itl", "table", "ttft")
+
+    def __init__(self, ttft: float, itl: float, table: list[float] | None = None) -> None:
+        self.ttft = ttft
+        self.itl = itl
+        self.table = table
+
+    def at(self, token: int) -> float:
+        if token <= 0:
+            return self.ttft
+        table = self.table
+        if table is None:
+            return self.ttft + token * self.itl
+        return table[token] if token < len(table) else table[-1]
+
+
+def _fixed(model: LatencyModel) -> Timing | None:
+    """A model's L{LatencyModel.fixed} Timing, if it has one."""
+    ttft, itl = model.ttft, model.itl
+    if ttft.constant and itl.constant and model.prefill_per_token == 0:
+        return Timing(ttft.a, itl.a)
+    return None
+
+
 @attrs.frozen
 class LatencyModel:
     """How long a model takes: to the first token, and per token after it."""
@@ -224,6 +254,12 @@ class LatencyModel:
     ttft: Distribution = _ZERO
     itl: Distribution = _ZERO
     prefill_per_token: float = 0.0  # seconds per prompt token
+    #: The one Timing of every plan when nothing is drawn and the prompt's
+    #: length changes nothing (constant latencies, no prefill cost: the
+    #: default), built once so that planning such a request calls nothing.
+    fixed: Timing | None = attrs.field(
+        init=False, eq=False, repr=False, default=attrs.Factory(_fixed, takes_self=True)
+    )
 
     @property
     def instant(self) -> bool:
@@ -243,21 +279,12 @@ class LatencyModel:
         gaps = self.itl.sample(rng, max(tokens - 1, 0))
         return Timing(ttft, 0.0, [ttft, *(ttft + np.cumsum(gaps)).tolist()])
 
-
-class Timing:
-    """Token ``t`` (0-based) of every choice is out at ``at(t)`` seconds."""
-
-    __slots__ = ("itl", "table", "ttft")
-
-    def __init__(self, ttft: float, itl: float, table: list[float] | None = None) -> None:
-        self.ttft = ttft
-        self.itl = itl
-        self.table = table
-
-    def at(self, token: int) -> float:
-        if token <= 0:
-            return self.ttft
-        table = self.table
-        if table is None:
-            return self.ttft + token * self.itl
-        return table[token] if token < len(table) else table[-1]
+    def timing(self, rng: np.random.Generator, prompt_tokens: int, tokens: int) -> Timing:
+        """
+        When each of ``tokens`` tokens of an answer to ``prompt_tokens``
+        prompt tokens is out: the first token's time drawn, then the rest.
+        """
+        fixed = self.fixed
+        if fixed is not None:
+            return fixed
+        return self.times(rng, self.first_token(rng, prompt_tokens), tokens)

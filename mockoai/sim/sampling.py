@@ -58,10 +58,14 @@ class ChoicePlan:
         "hidden",
         "index",
         "profile",
+        "reasoning_tokens",
         "segments",
         "start",
         "tokens",
     )
+
+    _counts: list[int]
+    _spans: list[tuple[int, int, int]]
 
     def __init__(
         self,
@@ -88,9 +92,14 @@ class ChoicePlan:
         self._draws = draws
         self.segments = segments
         self.hidden = hidden
+        #: Reasoning tokens, hidden or sent (the segments never change).
+        self.reasoning_tokens = (
+            hidden
+            if segments is None
+            else hidden + sum(s.tokens for s in segments if s.kind == output.REASONING)
+        )
+        # The stream events (_counts, _spans) are set with _bounds, on first use.
         self._bounds: list[int] | None = None
-        self._counts: list[int] = []
-        self._spans: list[tuple[int, int, int]] = []
 
     @property
     def bounds(self) -> list[int]:
@@ -122,6 +131,7 @@ class ChoicePlan:
     def _partition(self) -> None:
         if self.segments is None:
             self._bounds, self._counts = self._planner.partition(self, self._draws)
+            self._spans = []
         else:
             profile, draws = self.profile, self._draws
             low, high = profile.stream_tokens
@@ -131,15 +141,6 @@ class ChoicePlan:
 
             self._spans, self._counts = output.spans(self.segments, size, self.hidden)
             self._bounds = []
-
-    @property
-    def reasoning_tokens(self) -> int:
-        """Reasoning tokens, hidden or sent."""
-        hidden = self.hidden
-        segments = self.segments
-        if segments is None:
-            return hidden
-        return hidden + sum(s.tokens for s in segments if s.kind == output.REASONING)
 
     def __repr__(self) -> str:
         return (
@@ -213,7 +214,10 @@ class Plan:
 
     @property
     def reasoning_tokens(self) -> int:
-        return sum(c.reasoning_tokens for c in self.choices)
+        choices = self.choices
+        if len(choices) == 1:
+            return choices[0].reasoning_tokens
+        return sum(c.reasoning_tokens for c in choices)
 
     def duration(self) -> float:
         """When the last token is out: what a non-streaming answer waits."""
@@ -265,27 +269,68 @@ class Planner:
         return wanted.max_tokens
 
     def plan(self, wanted: GenerationRequest, profile: ModelProfile | None = None) -> Plan:
-        profile = profile or self._profile
-        limit = self.limit(wanted, profile.max_output_tokens)
+        if profile is None:
+            profile = self._profile
+        cap = profile.max_output_tokens
+        limit = wanted.max_tokens
+        if limit is None or limit > cap:
+            limit = self.limit(wanted, cap)  # the model's limit, or the API's 400
         if wanted.seed is None:
             draws = self._draws
         else:
             # numpy takes non-negative seeds only; OpenAI's seed is any int64.
             draws = Draws(np.random.default_rng(wanted.seed % 2**64), block=64)
-        used: set[int] = set()
         # Reasoning, tools, documents: a choice of segments (L{output}).
         shaped = wanted.shaped or wanted.reasoning_budget is not None or profile.reasoning != "none"
+        if not shaped and wanted.n == 1 and wanted.prompts == 1 and not wanted.stop:
+            return self._plain(wanted, profile, limit, draws)
+        return self._general(wanted, profile, limit, draws, shaped)
+
+    def _general(
+        self,
+        wanted: GenerationRequest,
+        profile: ModelProfile,
+        limit: int,
+        draws: Draws,
+        shaped: bool,
+    ) -> Plan:
+        """The plan of any request: choice by choice, of text or (``shaped``) segments."""
+        used: set[int] = set()
         choices = []
         for index in range(wanted.n * wanted.prompts):
             if shaped:
                 choices.append(self._shaped(index, wanted, profile, limit, draws, used))
             else:
                 choices.append(self._text(index, wanted, profile, limit, draws, used))
-        model = profile.latency
-        rng = draws.rng
-        ttft = model.first_token(rng, wanted.prompt_tokens)
         longest = max((c.tokens for c in choices), default=0)
-        return Plan(wanted, choices, model.times(rng, ttft, longest))
+        return Plan(
+            wanted, choices, profile.latency.timing(draws.rng, wanted.prompt_tokens, longest)
+        )
+
+    def _plain(
+        self, wanted: GenerationRequest, profile: ModelProfile, limit: int, draws: Draws
+    ) -> Plan:
+        """
+        The plan of one choice of plain text, as L{_general} makes it
+        (the same draws give the same plan: tests.test_sampling.PlainTests),
+        without what only other requests need (articles other choices used,
+        stop strings, the loop over choices): most requests are this one.
+        """
+        length = self._length(wanted, profile, limit, draws)
+        articles = self._articles
+        first = articles[draws.below(bisect_right(articles, self.corpus.tokens - length))]
+        offsets = self._offsets
+        start = offsets[first] + self._lead
+        end = offsets[first + length]
+        if end < start:
+            end = start
+        finish = LENGTH if length >= limit else STOP
+        choice = ChoicePlan(0, length, finish, start, end, first, self, draws, profile)
+        latency = profile.latency
+        timing = latency.fixed
+        if timing is None:
+            timing = latency.timing(draws.rng, wanted.prompt_tokens, length)
+        return Plan(wanted, [choice], timing)
 
     def _length(
         self, wanted: GenerationRequest, profile: ModelProfile, room: int, draws: Draws
@@ -293,9 +338,16 @@ class Planner:
         """A text answer's tokens: drawn around the model's mean, within ``room``."""
         if wanted.ignore_eos:
             return room
-        floor = min(max(wanted.min_tokens, 1), room)
-        mean, stddev = profile.tokens_mean, profile.tokens_stddev
-        return min(max(round(mean + stddev * draws.normal()), floor), room)
+        # Clamped with comparisons: CPython's min() and max() cost ~140 ns a call.
+        floor = wanted.min_tokens
+        if floor < 1:
+            floor = 1
+        if floor > room:
+            floor = room
+        length: int = round(profile.tokens_mean + profile.tokens_stddev * draws.normal())
+        if length < floor:
+            return floor
+        return room if length > room else length
 
     def _article(self, length: int, draws: Draws, used: set[int]) -> int:
         """The first token of an article with room for ``length`` tokens, not yet used."""

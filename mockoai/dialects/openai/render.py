@@ -49,22 +49,33 @@ _OBFUSCATIONS = _obfuscations()
 _PLAIN_END = [b"}\n\n"]
 
 
+#: The usage objects, as formats of (prompt, completion, total[, reasoning]) tokens.
+_CHAT_USAGE = (
+    b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+    b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
+    b'"completion_tokens_details":{"reasoning_tokens":%d,"audio_tokens":0,'
+    b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}'
+)
+_TEXT_USAGE = b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}'
+#: A chat choice of plain text, around its index, content and finish reason.
+_MESSAGE = b'{"index":%d,"message":{"role":"assistant","content":"'
+_MESSAGE_END = b'","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"'
+#: A completions choice, likewise.
+_TEXT = b'{"text":"'
+_TEXT_END = b'","index":%d,"logprobs":null,"finish_reason":"'
+
+
 def chat_usage(prompt: int, completion: int, reasoning: int = 0) -> bytes:
-    return (
-        b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
-        b'"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
-        b'"completion_tokens_details":{"reasoning_tokens":%d,"audio_tokens":0,'
-        b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}'
-        % (prompt, completion, prompt + completion, reasoning)
-    )
+    return _CHAT_USAGE % (prompt, completion, prompt + completion, reasoning)
 
 
 def completion_usage(prompt: int, completion: int, reasoning: int = 0) -> bytes:
-    return b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (
-        prompt,
-        completion,
-        prompt + completion,
-    )
+    return _TEXT_USAGE % (prompt, completion, prompt + completion)
+
+
+def _literal(data: bytes) -> bytes:
+    """``data`` as part of a bytes % format: its own ``%`` signs doubled."""
+    return data.replace(b"%", b"%%")
 
 
 class Renderer:
@@ -96,10 +107,61 @@ class Renderer:
         self.text_model = b',"model":' + model_json + b',"choices":['
         self.text_chunk_head = b'data: {"id":"cmpl-'
         self.text_chunk_model = b',"model":' + model_json + b',"choices":['
+        # The whole body of the answer most requests get (one choice of plain
+        # text, no logprobs), as one format of (id, created, text, finish
+        # reason, then the usage's numbers): one %, rather than a list
+        # of pieces joined.
+        self.plain_chat = (
+            _literal(self.chat_head)
+            + b"%s"
+            + _literal(self.chat_object)
+            + b"%d"
+            + _literal(self.chat_model)
+            + _MESSAGE % 0
+            + b"%s"
+            + _MESSAGE_END
+            + b'%s"}],"usage":'
+            + _CHAT_USAGE
+            + _literal(self.chat_tail)
+        )
+        self.plain_text = (
+            _literal(self.text_head)
+            + b"%s"
+            + _literal(self.text_object)
+            + b"%d"
+            + _literal(self.text_model)
+            + _TEXT
+            + b"%s"
+            + _TEXT_END % 0
+            + b'%s"}],"usage":'
+            + _TEXT_USAGE
+            + b"}"
+        )
 
     # --- non-streaming bodies -------------------------------------------------
 
     def chat_body(self, plan: Plan, rid: str, created: int, legacy: bool = False) -> bytes:
+        choices = plan.choices
+        wanted = plan.wanted
+        if len(choices) == 1 and wanted.logprobs is None:
+            choice = choices[0]
+            if choice.segments is None:
+                # The plan's totals, read from its one choice.
+                prompt, completion = wanted.prompt_tokens, choice.tokens
+                return self.plain_chat % (
+                    rid.encode(),
+                    created,
+                    self.corpus.view[choice.start : choice.end],
+                    choice.finish_reason.encode(),
+                    prompt,
+                    completion,
+                    prompt + completion,
+                    choice.reasoning_tokens,
+                )
+        return self._chat_body(plan, rid, created, legacy)
+
+    def _chat_body(self, plan: Plan, rid: str, created: int, legacy: bool) -> bytes:
+        """Any chat answer, choice by choice."""
         view = self.corpus.view
         pieces: Pieces = [
             self.chat_head,
@@ -117,7 +179,7 @@ class Renderer:
                 continue
             if logprobs is not None:
                 pieces += (
-                    b'{"index":%d,"message":{"role":"assistant","content":"' % choice.index,
+                    _MESSAGE % choice.index,
                     view[choice.start : choice.end],
                     b'","refusal":null,"annotations":[]},"logprobs":',
                     logprobs.choice(choice),
@@ -127,9 +189,9 @@ class Renderer:
                 )
                 continue
             pieces += (
-                b'{"index":%d,"message":{"role":"assistant","content":"' % choice.index,
+                _MESSAGE % choice.index,
                 view[choice.start : choice.end],
-                b'","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"',
+                _MESSAGE_END,
                 choice.finish_reason.encode(),
                 b'"}',
             )
@@ -197,6 +259,25 @@ class Renderer:
         return pieces
 
     def completion_body(self, plan: Plan, rid: str, created: int) -> bytes:
+        choices = plan.choices
+        wanted = plan.wanted
+        if len(choices) == 1 and wanted.logprobs is None and not wanted.echo:
+            choice = choices[0]
+            if choice.segments is None:
+                prompt, completion = wanted.prompt_tokens, choice.tokens
+                return self.plain_text % (
+                    rid.encode(),
+                    created,
+                    self.corpus.view[choice.start : choice.end],
+                    choice.finish_reason.encode(),
+                    prompt,
+                    completion,
+                    prompt + completion,
+                )
+        return self._completion_body(plan, rid, created)
+
+    def _completion_body(self, plan: Plan, rid: str, created: int) -> bytes:
+        """Any completions answer, choice by choice."""
         view = self.corpus.view
         echo = echoes(plan)
         pieces: Pieces = [
@@ -211,10 +292,10 @@ class Renderer:
             if choice.index:
                 pieces.append(b",")
             pieces += (
-                b'{"text":"',
+                _TEXT,
                 echo[choice.index // plan.wanted.n] if echo else b"",
                 view[choice.start : choice.end] if choice.segments is None else text_of(choice),
-                b'","index":%d,"logprobs":null,"finish_reason":"' % choice.index
+                _TEXT_END % choice.index
                 if logprobs is None
                 else b'","index":%d,"logprobs":%s,"finish_reason":"'
                 % (choice.index, logprobs.choice(choice)),
