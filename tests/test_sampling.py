@@ -17,7 +17,7 @@ from mockoai.pipeline import errors
 from mockoai.sim import corpus, latency
 from mockoai.sim.corpus import ARTICLE_LEAD, Corpus, unescape
 from mockoai.sim.request import GenerationRequest
-from mockoai.sim.sampling import LENGTH, STOP, ChoicePlan, Plan, Planner, escape
+from mockoai.sim.sampling import LENGTH, STOP, ChoicePlan, Draws, Plan, Planner, escape
 from mockoai.sim.tokens import TOKEN, count_text
 from tests.optional import needs_scipy, stats
 
@@ -180,6 +180,26 @@ class LengthTests(SynchronousTestCase):
         plan.choices[0].tokens = plan.choices[1].tokens = 0
         self.assertEqual(plan.duration(), 0.25)
         self.assertEqual(attrs.evolve(plan, choices=[]).duration(), 0.25)
+
+
+class DrawsTests(SynchronousTestCase):
+    @settings(max_examples=50, deadline=None)
+    @given(st.integers(0, 2**32), st.integers(1, 9), st.lists(st.integers(0, 2), max_size=40))
+    def test_numpy_numbers_in_turn(self, seed: int, block: int, kinds: list[int]) -> None:
+        # Each block is numpy's, handed out from its end: a seed's answers never change.
+        draws, rng = Draws(np.random.default_rng(seed), block), np.random.default_rng(seed)
+        normals: list[float] = []
+        uniforms: list[float] = []
+        for kind in kinds:
+            if kind == 0:
+                normals = normals or rng.standard_normal(block).tolist()
+                self.assertEqual(draws.normal(), normals.pop())
+                continue
+            uniforms = uniforms or rng.random(block).tolist()
+            if kind == 1:
+                self.assertEqual(draws.uniform(), uniforms.pop())
+            else:
+                self.assertEqual(draws.below(7), int(uniforms.pop() * 7))
 
 
 class SeedTests(SynchronousTestCase):
