@@ -667,7 +667,7 @@ class TextStreamTests(SynchronousTestCase):
 
 
 class BodyTests(SynchronousTestCase):
-    """A body of one plain choice is one format of its own: the bytes any body has."""
+    """A body of one plain choice is made on a path of its own: the bytes any body has."""
 
     @settings(max_examples=100, deadline=None)
     @given(
