@@ -22,6 +22,9 @@ from mockoai.sim.tokens import (
     count_value,
 )
 
+#: count_text's implementations: each interpreter uses one, the tests run both.
+COUNTERS = (tokens._count_in_c, tokens._count_in_a_loop)
+
 
 @functools.cache
 def small_corpus() -> corpus.Corpus:
@@ -73,9 +76,29 @@ class TokenDefinitionTests(SynchronousTestCase):
         ).map("".join)
     )
     def test_ascii_fast_path_counts_as_the_regex(self, text: str) -> None:
-        self.assertEqual(count_text(text), len(TOKEN.findall(text)))
         ascii_only = text.encode("ascii", "ignore").decode()
-        self.assertEqual(count_text(ascii_only), len(TOKEN.findall(ascii_only)))
+        for count in COUNTERS:
+            self.assertEqual(count(text), len(TOKEN.findall(text)))
+            self.assertEqual(count(ascii_only), len(TOKEN.findall(ascii_only)))
+
+    @settings(max_examples=500)
+    @given(
+        st.lists(
+            # Any ASCII character (marks next to marks, words, whitespace),
+            # and words around the 16-character split.
+            st.one_of(
+                st.characters(max_codepoint=127),
+                st.integers(1, 40).map(lambda n: "w" * n),
+            ),
+            max_size=60,
+        ).map("".join)
+    )
+    def test_every_ascii_character_counts_as_the_regex(self, text: str) -> None:
+        for count in COUNTERS:
+            self.assertEqual(count(text), len(TOKEN.findall(text)))
+
+    def test_count_text_is_one_of_them(self) -> None:
+        self.assertIn(count_text, COUNTERS)
 
 
 class CountValueTests(SynchronousTestCase):
@@ -162,6 +185,55 @@ class CountMessagesTests(SynchronousTestCase):
         # assistant: 3 + 1 + 0 + ("call_1" 1, "function" 1, "f" 1, "{}" 2)
         # tool: 3 + 1 + "call_1" 1 + "42" 1
         self.assertEqual(count_messages(messages), (3 + 1 + 5) + (3 + 1 + 1 + 1) + 3)
+
+
+def recipe(messages: list[dict[str, object]]) -> int:
+    """OpenAI's recipe as the docstring says it, for count_messages to agree with."""
+    total = REPLY_PRIMING
+    for message in messages:
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            total += count_content(value) if key == "content" else count_value(value)
+            total += TOKENS_PER_NAME if key == "name" else 0
+    return total
+
+
+_TEXTS = st.text(alphabet=st.sampled_from("ab_ ,.\né"), max_size=40)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXTS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXTS, inner, max_size=3),
+    max_leaves=8,
+)
+_PARTS = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "refusal", "image_url", "input_audio"])},
+        optional={"text": _VALUES, "refusal": _VALUES},
+    )
+    | _VALUES,
+    max_size=3,
+)
+
+
+class CountMessagesAgreesWithTheRecipe(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    # Known roles (looked up) and others (counted).
+                    "role": st.sampled_from(["system", "user", "tool", "robot", "two words"])
+                    | _VALUES,
+                    "content": _TEXTS | _PARTS | _VALUES,
+                    "name": _VALUES,
+                    "tool_call_id": _VALUES,
+                },
+            ),
+            max_size=4,
+        )
+    )
+    def test_count_messages(self, messages: list[dict[str, object]]) -> None:
+        self.assertEqual(count_messages(messages), recipe(messages))
 
 
 class CountPromptTests(SynchronousTestCase):

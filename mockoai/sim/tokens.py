@@ -16,6 +16,7 @@ fields (1 more when it has a ``name``), and every reply is primed with 3.
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Iterable
 
@@ -44,24 +45,58 @@ _CLASSES = _ascii_classes()
 _LONG_WORD = b"a" * 17
 
 
-def count_text(text: str) -> int:
+def _count_in_c(text: str) -> int:
     """
-    Tokens in one piece of text: ``len(TOKEN.findall(text))``.
+    ``len(TOKEN.findall(text))``, ASCII text counted by bytes methods.
 
-    ASCII text (nearly every prompt) is counted in C instead: the regex
-    spends ~25 ns per character, which made counting a prompt of a few
-    hundred characters a sixth of a non-streaming request's CPU.
+    The regex spends ~25 ns per character, which made counting a prompt of
+    a few hundred characters a sixth of a non-streaming request's CPU.
     """
-    if not text.isascii():
+    try:
+        raw = text.encode("ascii")  # cheaper than asking isascii() first
+    except UnicodeEncodeError:
         return len(TOKEN.findall(text))
-    classes = text.encode("ascii").translate(_CLASSES)
-    spaced = b" " + classes.replace(b".", b" ")
-    # Marks, plus words: each begins where a space (or a mark) ends.
-    tokens = classes.count(b".") + spaced.count(b" a")
-    if _LONG_WORD in classes:
+    classes = raw.translate(_CLASSES)
+    # A mark becomes a one-letter word of its own, so one count finds every
+    # token that begins a word or is a mark.  (find, not ``in``: a bytes
+    # ``in`` first tries its operand as an integer, and pays for the error.)
+    spaced = b" " + classes.replace(b".", b" a ")
+    tokens = spaced.count(b" a")
+    if classes.find(_LONG_WORD) != -1:
         # \w{1,16}: a longer word counts once per 16 characters begun.
         tokens += sum((len(word) - 1) // 16 for word in spaced.split())
     return tokens
+
+
+def _count_in_a_loop(text: str) -> int:
+    """
+    ``len(TOKEN.findall(text))``, ASCII text counted a byte at a time: PyPy
+    compiles this loop to half the time its bytes methods take (~2.8 ns a
+    character against 5.6); on CPython it would be ten times slower.
+    """
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        return len(TOKEN.findall(text))
+    classes = _CLASSES
+    tokens = run = 0
+    for byte in raw:
+        kind = classes[byte]
+        if kind == _WORD:
+            if run & 15 == 0:  # \w{1,16}: every 16th character begins a token
+                tokens += 1
+            run += 1
+        else:
+            run = 0
+            if kind == _MARK:
+                tokens += 1
+    return tokens
+
+
+_WORD, _MARK = ord("a"), ord(".")
+
+#: Tokens in one piece of text: ``len(TOKEN.findall(text))``.
+count_text = _count_in_a_loop if platform.python_implementation() == "PyPy" else _count_in_c
 
 
 def count_value(value: object) -> int:
@@ -99,18 +134,33 @@ def count_content(content: object) -> int:
 
 
 def count_messages(messages: Iterable[dict[str, object]]) -> int:
-    """Prompt tokens of a chat request's ``messages``."""
+    """
+    Prompt tokens of a chat request's ``messages``.
+
+    Every string field is text (what L{count_content} and L{count_value}
+    make of one), counted here without their call; a role, nearly always
+    one of a few words, is looked up rather than counted.
+    """
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            if key == "content":
-                total += count_content(value)
+            if type(value) is not str:
+                total += count_content(value) if key == "content" else count_value(value)
+            elif key == "role" and value in _ROLE_TOKENS:
+                total += _ROLE_TOKENS[value]
             else:
-                total += count_value(value)
-                if key == "name":
-                    total += TOKENS_PER_NAME
+                total += count_text(value)
+            if key == "name":
+                total += TOKENS_PER_NAME
     return total
+
+
+#: The tokens of each chat role's name, counted once.
+_ROLE_TOKENS = {
+    role: count_text(role)
+    for role in ("system", "developer", "user", "assistant", "tool", "function")
+}
 
 
 def count_prompt(prompt: object) -> int:
