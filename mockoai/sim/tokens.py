@@ -72,7 +72,7 @@ def _count_in_a_loop(text: str) -> int:
     """
     ``len(TOKEN.findall(text))``, ASCII text counted a byte at a time: PyPy
     compiles this loop to half the time its bytes methods take (~2.8 ns a
-    character against 5.6); on CPython it would be ten times slower.
+    character against 5.6); on CPython it is over ten times slower.
     """
     try:
         raw = text.encode("ascii")
