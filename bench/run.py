@@ -95,19 +95,27 @@ def expand(template: str, **values: Any) -> list[str]:
     return out
 
 
-def group_rss_kb(pgid: int) -> int:
-    """VmRSS summed over every process of a process group (the server, its workers)."""
-    total = 0
+def group_members(pgid: int) -> Iterator[tuple[str, list[bytes]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of a process group's processes."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-            # Field 5 (pgrp) comes after the parenthesised command name.
-            if int(stat[stat.rindex(b")") + 2 :].split()[2]) != pgid:
-                continue
-            with open(f"/proc/{entry.name}/status", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            # Field 5 (pgrp) is the third after the parenthesised command name.
+            if int(fields[2]) == pgid:
+                yield entry.name, fields
+        except (OSError, ValueError, IndexError):
+            continue
+
+
+def group_rss_kb(pgid: int) -> int:
+    """VmRSS summed over every process of a process group (the server, its workers)."""
+    total = 0
+    for pid, _ in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"VmRSS:"):
                         total += int(line.split()[1])
@@ -123,19 +131,9 @@ def group_cpu_seconds(pgid: int) -> float:
     children of each (cutime + cstime): a worker that exits between two
     samples keeps its share.
     """
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            # Field 5 (pgrp) is the third after the ")"; 14-17 are u/s/cu/cs time.
-            if int(fields[2]) == pgid:
-                total += sum(int(x) for x in fields[11:15])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    # Fields 14-17 of /proc/PID/stat: utime, stime, cutime, cstime.
+    ticks = sum(sum(int(x) for x in fields[11:15]) for _, fields in group_members(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
