@@ -388,9 +388,7 @@ class IdleSweep:
         for channel in overdue:
             self._channels.discard(channel)
             channel.timeoutConnection()
-        self._timer = (
-            self.clock.callLater(self.interval, self._sweep) if self._channels else None
-        )
+        self._timer = self.clock.callLater(self.interval, self._sweep) if self._channels else None
 
     def stop(self) -> None:
         """Cancel the timer (once no connection is open, at shutdown, and in tests)."""
