@@ -11,8 +11,10 @@ only; nothing here copies text.
 
 from __future__ import annotations
 
+import platform
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 
 import attrs
 import numpy as np
@@ -240,12 +242,18 @@ class Planner:
         self._profile = settings.profile()
         self._lead = len(ARTICLE_LEAD)
         # Plain ints: indexing numpy arrays from Python costs ~100 ns and
-        # returns numpy scalars.  A copy in an array, not a memoryview of
-        # them: PyPy's JIT reads an array's items in ~2 ns, a memoryview's
-        # (a C buffer, through cpyext) in ~150 ns; CPython costs the same.
+        # returns numpy scalars.  Under PyPy a copy in an array: its JIT reads
+        # an array's items in ~2 ns, a memoryview's (a C buffer, through
+        # cpyext) in ~150 ns.  CPython reads both alike, and the copy would
+        # cost it ~6 MB (its idle RSS must stay under 100 MB).
         offsets = corpus.offsets
-        self._offsets: array[int] = array(offsets.dtype.char)
-        self._offsets.frombytes(offsets.tobytes())
+        self._offsets: Sequence[int]
+        if platform.python_implementation() == "PyPy":
+            copy: array[int] = array(offsets.dtype.char)
+            copy.frombytes(offsets.tobytes())
+            self._offsets = copy
+        else:
+            self._offsets = memoryview(offsets)  # type: ignore[arg-type]
         self._articles: list[int] = corpus.article_tokens.tolist()
 
     def limit(self, wanted: GenerationRequest, cap: int | None = None) -> int:
