@@ -230,3 +230,24 @@ class DocumentedLayoutTests(TestCase):
                 if not os.path.exists(os.path.join(tests, module.replace(".", os.sep) + ".py")):
                     wrong.append(f"{name}: {test}")
         self.assertEqual(wrong, [])
+
+
+class PackagingTests(TestCase):
+    def test_every_package_is_installed(self) -> None:
+        """
+        setup.cfg lists its packages by name: ``mockoai.dialects.anthropic``
+        was missing, so ``pip install .`` (the README's first command) gave a
+        server that could not import it, while the suite, run from the
+        checkout, passed.
+        """
+        import configparser
+
+        config = configparser.ConfigParser()
+        config.read(os.path.join(os.path.dirname(ROOT), "setup.cfg"))
+        listed = set(config["options"]["packages"].split())
+        found = {
+            os.path.relpath(path, os.path.dirname(ROOT)).replace(os.sep, ".")
+            for path, _, files in os.walk(ROOT)
+            if "__init__.py" in files
+        }
+        self.assertEqual(found - listed, set())
