@@ -492,25 +492,7 @@ def measure_wrk(ctx: Ctx, everyone: list[Server], table: Table, notes: list[str]
             prefix = f"{endpoint} c={conns}"
             for server in servers:
                 r = runs[server.name]
-                key = f"{endpoint}.c{conns}"
-                table.put(
-                    f"{key}.rps", f"{prefix}: req/s", "higher", server.name, median_of(r, "rps")
-                )
-                table.put(
-                    f"{key}.p50", f"{prefix}: p50 ms", "lower", server.name, median_of(r, "p50_ms")
-                )
-                table.put(
-                    f"{key}.p99", f"{prefix}: p99 ms", "lower", server.name, median_of(r, "p99_ms")
-                )
-                table.put(
-                    f"{key}.cpu_us",
-                    f"{prefix}: {CPU_LABEL}",
-                    "lower",
-                    server.name,
-                    median_of(r, "server_cpu_us"),
-                )
-                errors = sum(x.get("errors", 0) + ("error" in x) for x in r)
-                table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, errors)
+                put_wrk_rows(table, f"{endpoint}.c{conns}", prefix, server.name, r)
                 if endpoint == "chat" and conns == 64:
                     peaks = [x["rss_peak_mb"] for x in r if x.get("rss_peak_mb") is not None]
                     peak = max(peaks) if peaks else None
@@ -520,6 +502,19 @@ def measure_wrk(ctx: Ctx, everyone: list[Server], table: Table, notes: list[str]
             for server in refused:
                 key = f"{endpoint}.c{conns}"
                 table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, "refused")
+
+
+def put_wrk_rows(
+    table: Table, key: str, prefix: str, server: str, runs: list[dict[str, Any]]
+) -> None:
+    """One server's wrk figures (medians of ``runs``): req/s, p50, p99, server CPU, errors."""
+    table.put(f"{key}.rps", f"{prefix}: req/s", "higher", server, median_of(runs, "rps"))
+    table.put(f"{key}.p50", f"{prefix}: p50 ms", "lower", server, median_of(runs, "p50_ms"))
+    table.put(f"{key}.p99", f"{prefix}: p99 ms", "lower", server, median_of(runs, "p99_ms"))
+    cpu = median_of(runs, "server_cpu_us")
+    table.put(f"{key}.cpu_us", f"{prefix}: {CPU_LABEL}", "lower", server, cpu)
+    errors = sum(x.get("errors", 0) + ("error" in x) for x in runs)
+    table.put(f"{key}.errors", f"{prefix}: errors", None, server, errors)
 
 
 def measure_embeddings(ctx: Ctx, servers: list[Server], table: Table) -> None:
@@ -542,23 +537,7 @@ def measure_embeddings(ctx: Ctx, servers: list[Server], table: Table) -> None:
         prefix = f"embeddings {inputs} input{'s' if inputs > 1 else ''} c={conns}"
         key = f"embeddings.i{inputs}.c{conns}"
         for server in servers:
-            r = runs[server.name]
-            table.put(f"{key}.rps", f"{prefix}: req/s", "higher", server.name, median_of(r, "rps"))
-            table.put(
-                f"{key}.p50", f"{prefix}: p50 ms", "lower", server.name, median_of(r, "p50_ms")
-            )
-            table.put(
-                f"{key}.p99", f"{prefix}: p99 ms", "lower", server.name, median_of(r, "p99_ms")
-            )
-            table.put(
-                f"{key}.cpu_us",
-                f"{prefix}: {CPU_LABEL}",
-                "lower",
-                server.name,
-                median_of(r, "server_cpu_us"),
-            )
-            errors = sum(x.get("errors", 0) + ("error" in x) for x in r)
-            table.put(f"{key}.errors", f"{prefix}: errors", None, server.name, errors)
+            put_wrk_rows(table, key, prefix, server.name, runs[server.name])
 
 
 def measure_streams(
