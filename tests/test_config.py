@@ -866,6 +866,7 @@ RAW: dict[str, object] = {
     "workers": "2",
     "http": "twisted",
     "http2": "off",
+    "lean_poll": "off",
     "max_connections": "10",
     "keepalive_requests": "50",
     "keepalive_time": "30",

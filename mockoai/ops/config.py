@@ -1190,6 +1190,14 @@ class ServerSettings:
         "Offer HTTP/2 (ALPN h2) on ssl: listeners; off = HTTP/1.1 only.",
         metavar="on|off",
     )
+    lean_poll: bool = setting(
+        True,
+        _boolean,
+        "Step Twisted's epoll reactor with mockoai's own poll step: no logging context "
+        "per ready socket, and the answers to one poll's reads sent after the last read "
+        "(a third less CPU per request under load); off = Twisted's step.",
+        metavar="on|off",
+    )
     max_connections: int = setting(
         AUTO_CONNECTIONS,
         _connections,

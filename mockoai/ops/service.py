@@ -51,6 +51,7 @@ from mockoai.wire import cors
 from mockoai.wire.dispatch import Router
 from mockoai.wire.heap import HEAP
 from mockoai.wire.http2 import factory_for
+from mockoai.wire.poll import LeanPollService
 from mockoai.wire.site import MockSite
 
 _log = Logger(namespace="mockoai")
@@ -278,6 +279,9 @@ def build(
         ]
     )
     top = MockoaiService(settings, core, api, site, reactor)
+    if settings.server.lean_poll:
+        # Before the listeners: every connection finds the site's batch.
+        LeanPollService(reactor, site).setServiceParent(top)
     _observe(top, worker, run_dir)
     _control(top, worker)
     siblings = api.metrics.siblings

@@ -253,6 +253,7 @@ def reset(request: Any) -> None:
     transport = getattr(channel, "transport", None)
     if transport is None:
         return
+    _flush(channel)
     # Not a socket of ours (a test's transport): abort it all the same.
     with contextlib.suppress(AttributeError, OSError):
         transport.getHandle().setsockopt(
@@ -268,7 +269,15 @@ def close(request: Any) -> None:
         return
     transport = getattr(channel, "transport", None)
     if transport is not None:
+        _flush(channel)
         transport.loseConnection()
+
+
+def _flush(channel: Any) -> None:
+    """Send what the lean channel holds for its poll step: it goes out before the close."""
+    flush = getattr(channel, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _refused(failure: Failure, request: Request, envelope: Envelope) -> None:

@@ -40,6 +40,7 @@ from twisted.web.http_headers import Headers
 from mockoai.pipeline import errors
 from mockoai.wire import failures, guard, h1parser
 from mockoai.wire.heap import LARGE_BODY
+from mockoai.wire.poll import CLOSED, SendBatch
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Transport
@@ -291,6 +292,9 @@ class LeanChannel(Protocol):
     requestFactory: Any = None
     secure = False
     _socket: Any = None
+    #: The site's L{SendBatch}, and this connection's writes it holds (or ``None``).
+    _batch: SendBatch = CLOSED
+    _held: list[bytes] | None = None
 
     def __init__(self) -> None:
         self._parser = self.parser_type(self)
@@ -344,6 +348,7 @@ class LeanChannel(Protocol):
         # Plain TCP only: TLS and test transports keep their own write path.
         self._socket = transport.socket if type(transport) is tcp.Server else None
         site = self.site
+        self._batch = site.batch
         site.channels.add(self)
         self._limits = site.http_limits
         self._max_served = site.keepalive_requests
@@ -356,8 +361,28 @@ class LeanChannel(Protocol):
 
     def send(self, data: bytes) -> None:
         """
-        Write ``data`` now: straight to the socket when nothing is queued
-        before it, else through the transport's buffer.
+        Write ``data``: held until the poll step that produced it ends, when
+        one is open (L{mockoai.wire.poll}), else at once.
+        """
+        held = self._held
+        if held is not None:
+            held.append(data)
+        elif self._batch.open and self._socket is not None:
+            self._held = [data]
+            self._batch.held.append(self)
+        else:
+            self._send_now(data)
+
+    def flush(self) -> None:
+        """Send what a poll step held (before anything that closes: they go out first)."""
+        held, self._held = self._held, None
+        if held:
+            self._send_now(held[0] if len(held) == 1 else b"".join(held))
+
+    def _send_now(self, data: bytes) -> None:
+        """
+        Straight to the socket when nothing is queued before it, else
+        through the transport's buffer.
 
         C{transport.write} only buffers, then costs an epoll registration,
         a reactor pass and a deregistration per write; a paced stream makes
@@ -496,6 +521,7 @@ class LeanChannel(Protocol):
         # cyclic GC would free (with its thresholds raised, after thousands of
         # connections: a flood of 11,000 kept ~15 MB), unless broken here.
         self._parser = _NO_PARSER
+        self._held = None  # (the poll step's batch skips it)
         self.idle_since = None
         self.site.idle.discard(self)
         if self._abort_call is not None and self._abort_call.active():
@@ -673,6 +699,7 @@ class LeanChannel(Protocol):
                 self._close_unread()
             else:
                 assert self.transport is not None
+                self.flush()
                 self.transport.loseConnection()
             return
         if not self._queue:
@@ -722,11 +749,12 @@ class LeanChannel(Protocol):
         error, target = refusal
         site = self.site
         envelope = site.envelopes.for_path(target)
-        self.transport.write(failures.refusal(error, site.ids.request(), envelope))
+        self.send(failures.refusal(error, site.ids.request(), envelope))
         self._close_unread()
 
     def _close_unread(self) -> None:
         """Close while the client may still be sending (see L{guard.close_unread})."""
+        self.flush()
         self._closing = True
         self._paused_reading = False
         self.idle_since = None

@@ -43,6 +43,7 @@ from mockoai.wire.cors import Cors
 from mockoai.wire.dispatch import Router
 from mockoai.wire.guard import BodyDeadlines, HeaderDeadlines, IdleSweep
 from mockoai.wire.heap import LARGE_BODY, LargeBodies
+from mockoai.wire.poll import CLOSED, SendBatch
 
 if TYPE_CHECKING:
     from mockoai.interfaces import Clock, Transport
@@ -327,6 +328,8 @@ class MockSite(server.Site):
     #: live (0: no limit) before its answer says ``Connection: close``.
     keepalive_requests = 0
     keepalive_time = 0.0
+    #: Where the lean channels hold the answers of one poll step (L{mockoai.wire.poll}).
+    batch: SendBatch = CLOSED
 
     def __init__(
         self,
