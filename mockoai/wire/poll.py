@@ -138,6 +138,8 @@ def uninstall(poll: LeanPoll) -> None:
 
 
 class HasBatch(Protocol):
+    """The site: where its channels find the batch when they connect."""
+
     #: The batch its channels hold their writes in (L{CLOSED}: none).
     batch: SendBatch
 
