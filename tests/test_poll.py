@@ -179,6 +179,23 @@ class SendBatchTests(SynchronousTestCase):
         self.assertEqual(len(logged), 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
+    def test_held_answers_sent_once_the_limit_of_connections_hold_some(self) -> None:
+        batch = SendBatch(limit=3)
+        flushed: list[str] = []
+        batch.hold(Held("a", flushed))
+        batch.hold(Held("b", flushed))
+        self.assertEqual(flushed, [])
+        batch.hold(Held("c", flushed))
+        self.assertEqual(flushed, ["a", "b", "c"])  # the step goes on with none held
+        self.assertEqual(batch.held, [])
+        batch.hold(Held("d", flushed))
+        batch.flush()
+        self.assertEqual(flushed, ["a", "b", "c", "d"])
+
+    def test_default_limit(self) -> None:
+        self.assertEqual(SendBatch().limit, poll.HOLD_LIMIT)
+        self.assertGreater(poll.HOLD_LIMIT, 1)
+
 
 class InstallTests(SynchronousTestCase):
     def test_installed_once_and_given_back_after_the_last_user(self) -> None:
@@ -284,6 +301,22 @@ class HeldWritesTests(SynchronousTestCase):
         # Outside a batch the next answer is sent at once.
         connection.send(chat())
         self.assertEqual(len(sock.sent), 2)
+
+    def test_connections_past_the_limit_do_not_wait_for_the_step(self) -> None:
+        batch = SendBatch(limit=2)
+        first, first_sock, _ = self.connect(batch)
+        second, second_sock, _ = self.connect(batch)
+        third, third_sock, _ = self.connect(batch)
+        batch.open = True
+        first.send(chat())
+        self.assertEqual(first_sock.sent, [])
+        second.send(chat())  # the second connection to hold: both go out
+        self.assertEqual((len(first_sock.sent), len(second_sock.sent)), (1, 1))
+        third.send(chat())
+        self.assertEqual(third_sock.sent, [])
+        batch.open = False
+        batch.flush()
+        self.assertEqual(parse_responses(third_sock.sent[0])[0].status, 200)
 
     def test_closed_batch_sends_at_once(self) -> None:
         connection, sock, _ = self.connect(CLOSED)

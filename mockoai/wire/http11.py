@@ -369,7 +369,7 @@ class LeanChannel(Protocol):
             held.append(data)
         elif self._batch.open and self._socket is not None:
             self._held = [data]
-            self._batch.held.append(self)
+            self._batch.hold(self)
         else:
             self._send_now(data)
 

@@ -10,7 +10,8 @@ callWithLogger would, and keeps everything else (disconnect handling, the
 order of events) Twisted's own.
 
 It also holds the answers written while one poll's ready descriptors are
-handled (a L{SendBatch}) and sends them once the last is handled.  Under
+handled (a L{SendBatch}) and sends them once the last is handled, or once
+L{HOLD_LIMIT} connections hold some, whichever comes first.  Under
 load one poll returns tens of readable connections: answering each as it is
 parsed interleaves the kernel's loopback delivery and the client's wake-ups
 with the parsing of the next, which cost a third of the server's CPU per
@@ -42,18 +43,36 @@ class Batched(Protocol):
         """Send what is held (the connection may be gone: then drop it)."""
 
 
+#: Connections whose answers a step holds before it sends them, and goes on.
+#: Holding a whole poll's answers (40-70 of them when a burst arrives) kept
+#: the first ones waiting 3-6 ms for the last, and sent the client a burst
+#: to chew through while more arrivals queued: at 8,000 chat requests a
+#: second, a request's time from read to send had a p99 of 4.1 ms held
+#: whole, 2.1 ms sent in groups of 16, at the same CPU per request.
+HOLD_LIMIT = 16
+
+
 class SendBatch:
     """
     Connections holding answers written during the current poll step.
 
     Closed outside a step, so a channel checks one attribute per write;
-    while open, a channel's first write registers it and its writes are
-    joined into one send at L{flush}.
+    while open, a channel's first write registers it (L{hold}) and its
+    writes are joined into one send at L{flush}: after the step's last
+    read, or sooner once L{limit} connections hold answers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = HOLD_LIMIT) -> None:
         self.open = False
         self.held: list[Batched] = []
+        self.limit = limit
+
+    def hold(self, connection: Batched) -> None:
+        """``connection`` holds writes; at L{limit} connections, those so far are sent."""
+        held = self.held
+        held.append(connection)
+        if len(held) >= self.limit:
+            self.flush()
 
     def flush(self) -> None:
         """Send every held connection's answers, in the order they were first written."""
