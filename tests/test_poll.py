@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from typing import Any
 
-from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -211,9 +211,16 @@ class InstallTests(SynchronousTestCase):
         self.assertEqual(reactor.doIteration.__func__, FakeReactor.doIteration)
 
     def test_only_the_epoll_reactor_is_stepped(self) -> None:
+        from twisted.internet.epollreactor import EPollReactor
+
         self.assertTrue(poll.steppable(EPollReactor.__new__(EPollReactor)))
         self.assertFalse(poll.steppable(Clock()))
         self.assertFalse(poll.steppable(FakeReactor(FakePoller([]), {})))
+
+    def test_without_epoll_nothing_is_stepped(self) -> None:
+        # Where select has no epoll, Twisted's epoll reactor cannot be imported.
+        self.patch(sys, "modules", {**sys.modules, "twisted.internet.epollreactor": None})
+        self.assertFalse(poll.steppable(Clock()))
 
     def test_service_on_another_reactor_leaves_the_batch_closed(self) -> None:
         service = make_service()  # a Clock: nothing to step

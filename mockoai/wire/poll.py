@@ -132,8 +132,10 @@ class LeanPoll:
 
 def steppable(reactor: object) -> bool:
     """Whether ``reactor`` is Twisted's epoll reactor, whose step L{LeanPoll} replaces."""
-    from twisted.internet.epollreactor import EPollReactor
-
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # no epoll (macOS, BSD): the reactor is kqueue's or poll's
+        return False
     return type(reactor) is EPollReactor
 
 
